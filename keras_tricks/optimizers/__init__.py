@@ -1,1 +1,7 @@
 """keras_tricks.optimizers."""
+
+from keras_tricks.optimizers.gradient_accumulation import GradientAccumulation
+from keras_tricks.optimizers.gradient_centralization import (
+    GradientCentralization,
+    centralize_gradients,
+)

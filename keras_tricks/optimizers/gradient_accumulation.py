@@ -1,0 +1,332 @@
+"""Gradient accumulation: one real update per `steps` micro-batches.
+
+The inner optimizer sees the sample-weighted mean gradient of a window of
+micro-batches, once per window, so its `iterations`, its learning-rate
+schedule, its gradient clipping and its weight decay all advance once per real
+update (optax `MultiSteps` semantics). Keras's built-in
+`gradient_accumulation_steps` differs in the last point that matters: its
+`iterations` count micro-batches, so a schedule sized in updates runs `steps`
+times too fast.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_tricks.optimizers._wrapper import OptimizerWrapper, is_finite
+
+
+def _accumulator_dtype(variable):
+    return "float64" if keras.backend.standardize_dtype(variable.dtype) == (
+        "float64"
+    ) else "float32"
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks")
+class GradientAccumulation(OptimizerWrapper):
+    """Apply another optimizer once per `steps` micro-batches.
+
+    Gradients of `steps` consecutive micro-batches are summed in float32
+    accumulators, each weighted by its number of samples, and the inner
+    optimizer then applies their weighted mean once. For a model without
+    BatchNorm (or other batch statistics), `steps` micro-batches of size `b`
+    give the same weights as one batch of `steps * b`, with SGD, Adam, AdamW
+    and any clipping or weight decay set on the inner optimizer (clipping and
+    weight decay apply once, to the accumulated gradient).
+
+    **Step counting.** `iterations` is the inner optimizer's counter: it
+    advances once per real update, and so does any learning-rate schedule of
+    the inner optimizer. (Keras's built-in `gradient_accumulation_steps`
+    shows schedules the micro-step count.) `micro_steps` counts batches.
+
+    **Unequal micro-batches.** The optimizer never sees the batch size, so
+    by default every micro-batch weighs the same, which is exact when they all
+    have the same size. Pass `batch_size` and `num_samples` (the number of
+    training samples per epoch, as given to `fit`) and the wrapper knows that
+    each epoch has `ceil(num_samples / batch_size)` micro-batches whose last
+    one holds the remainder: it weighs that one by its true size, so the
+    update is the exact mean over the samples of the window.
+
+    **End of an epoch.** An unfinished window is carried over to the next
+    epoch (it is optimizer state: it is saved with the model and restored by
+    `BackupAndRestore`). At the end of training, call `flush()` to apply what
+    is left, or leave it (at most `steps - 1` micro-batches are not applied).
+
+    **BatchNorm** statistics are updated on every micro-batch from that
+    micro-batch alone, so accumulation is not a big batch for BatchNorm
+    models; use GroupNorm/LayerNorm when exact equivalence matters.
+
+    Args:
+        optimizer: A `keras.optimizers.Optimizer` instance that applies the
+            accumulated gradient (set its learning rate, schedule, weight
+            decay and clipping there).
+        steps: Int >= 1. Number of micro-batches per real update.
+        batch_size: Optional int. The micro-batch size given to `fit`. Needs
+            `num_samples`. Defaults to `None` (all micro-batches weigh the
+            same).
+        num_samples: Optional int. Training samples per epoch. Needs
+            `batch_size`. Defaults to `None`.
+        skip_nonfinite: Bool. Drop a micro-batch whose gradient holds a NaN or
+            an infinity instead of poisoning the window; the window then waits
+            for another micro-batch. Defaults to `False`.
+        name: Optional name of the wrapper.
+
+    Example:
+
+    ```python
+    # An effective batch of 4 * 32 = 128 samples.
+    optimizer = keras_tricks.optimizers.GradientAccumulation(
+        keras.optimizers.AdamW(1e-3, weight_decay=1e-4, global_clipnorm=1.0),
+        steps=4,
+    )
+    model.compile(optimizer=optimizer, loss="mse")
+    model.fit(x, y, batch_size=32, epochs=3)
+    optimizer.flush()  # apply the unfinished last window, if any
+    ```
+    """
+
+    def __init__(
+        self,
+        optimizer,
+        steps,
+        batch_size=None,
+        num_samples=None,
+        skip_nonfinite=False,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(optimizer, name=name, **kwargs)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(
+                "Argument `steps` of GradientAccumulation must be an int >= 1. "
+                f"Received: steps={steps!r}"
+            )
+        if (batch_size is None) != (num_samples is None):
+            raise ValueError(
+                "Arguments `batch_size` and `num_samples` of "
+                "GradientAccumulation go together (both or neither). Received: "
+                f"batch_size={batch_size!r}, num_samples={num_samples!r}"
+            )
+        for arg, value in (("batch_size", batch_size), ("num_samples", num_samples)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(
+                    f"Argument `{arg}` of GradientAccumulation must be an int "
+                    f">= 1 or None. Received: {arg}={value!r}"
+                )
+        if not isinstance(skip_nonfinite, bool):
+            raise ValueError(
+                "Argument `skip_nonfinite` of GradientAccumulation must be a "
+                f"bool. Received: skip_nonfinite={skip_nonfinite!r}"
+            )
+        self.steps = steps
+        self.batch_size = batch_size
+        self.num_samples = num_samples
+        self.skip_nonfinite = skip_nonfinite
+
+    @property
+    def accumulation_steps(self):
+        """Micro-batches per real update (read by `keras_tricks._control`)."""
+        return self.steps
+
+    # --- state ------------------------------------------------------------
+
+    def _build_own(self, var_list):
+        with keras.name_scope(self.name, caller=self):
+            self.micro_steps = self._scalar("micro_steps", "int", 0)
+            self.window_count = self._scalar("window_count", "int", 0)
+            self.window_weight = self._scalar("window_weight", "float32", 0.0)
+            self.accumulators = [self._accumulator(v) for v in var_list]
+
+    def _scalar(self, name, dtype, value):
+        variable = keras.Variable(
+            value,
+            dtype=dtype,
+            trainable=False,
+            aggregation="only_first_replica",
+            name=name,
+        )
+        self._track_variable(variable)
+        return variable
+
+    def _accumulator(self, reference):
+        kwargs = {}
+        if keras.backend.backend() == "tensorflow":
+            # One local sum per replica (tf.distribute): the inner optimizer
+            # all-reduces the accumulated gradient as it would a plain one.
+            kwargs = {"synchronization": "on_read", "aggregation": "sum"}
+        name = getattr(reference, "path", reference.name)
+        variable = keras.Variable(
+            initializer="zeros",
+            shape=reference.shape,
+            dtype=_accumulator_dtype(reference),
+            trainable=False,
+            name=f"{name.replace('/', '_').replace(':', '_')}_accumulator",
+            layout=getattr(reference, "_layout", None),
+            **kwargs,
+        )
+        self._track_variable(variable)
+        return variable
+
+    # --- the arithmetic, shared by both code paths --------------------------
+
+    def _micro_weight(self, micro_steps):
+        """Samples in the micro-batch at position `micro_steps` (a tensor)."""
+        if self.batch_size is None:
+            return ops.convert_to_tensor(1.0, "float32")
+        per_epoch = math.ceil(self.num_samples / self.batch_size)
+        last = self.num_samples - (per_epoch - 1) * self.batch_size
+        position = ops.mod(micro_steps, per_epoch)
+        return ops.cast(
+            ops.where(ops.equal(position, per_epoch - 1), last, self.batch_size),
+            "float32",
+        )
+
+    def _accumulate(self, acc_values, grads, micro_steps, count, weight):
+        w = self._micro_weight(micro_steps)
+        if self.skip_nonfinite:
+            accept = is_finite(grads)
+        else:
+            accept = ops.convert_to_tensor(True)
+        new_acc = []
+        for acc, g in zip(acc_values, grads):
+            if g is None:
+                new_acc.append(acc)
+                continue
+            summed = ops.add(acc, ops.multiply(ops.cast(g, acc.dtype), ops.cast(w, acc.dtype)))
+            new_acc.append(ops.where(accept, summed, acc) if self.skip_nonfinite else summed)
+        one = ops.cast(accept, count.dtype)
+        new_count = ops.add(count, one)
+        new_weight = ops.add(weight, ops.where(accept, w, ops.zeros_like(w)))
+        return new_acc, ops.add(micro_steps, 1), new_count, new_weight
+
+    def _mean_grads(self, acc_values, weight, grads, variables):
+        out = []
+        for acc, g, v in zip(acc_values, grads, variables):
+            if g is None:
+                out.append(None)
+            else:
+                out.append(ops.cast(ops.divide(acc, ops.cast(weight, acc.dtype)), v.dtype))
+        return out
+
+    # --- TensorFlow / PyTorch: assign in place ----------------------------
+
+    def _stateful_apply(self, grads, trainable_variables):
+        index = {id(v): i for i, v in enumerate(self._trainable_variables)}
+        accs = [self.accumulators[index[id(v)]] for v in trainable_variables]
+        new_acc, micro, count, weight = self._accumulate(
+            [a.value for a in accs],
+            grads,
+            self.micro_steps.value,
+            self.window_count.value,
+            self.window_weight.value,
+        )
+        for a, value in zip(accs, new_acc):
+            a.assign(value)
+        self.micro_steps.assign(micro)
+        self.window_count.assign(count)
+        self.window_weight.assign(weight)
+
+        def update():
+            self._apply_window(grads, trainable_variables, accs)
+
+        def wait():
+            return None
+
+        ops.cond(ops.greater_equal(self.window_count, self.steps), update, wait)
+
+    def _apply_window(self, grads, trainable_variables, accs):
+        mean = self._mean_grads(
+            [a.value for a in accs], self.window_weight.value, grads, trainable_variables
+        )
+        self.inner_optimizer.apply(mean, trainable_variables)
+        for a in accs:
+            a.assign(ops.zeros(a.shape, dtype=a.dtype))
+        self.window_count.assign(0)
+        self.window_weight.assign(0.0)
+
+    # --- JAX: a pure function ---------------------------------------------
+
+    def _stateless_apply(self, own_values, inner_values, grads, trainable_values):
+        own_values = [ops.convert_to_tensor(v) for v in own_values]
+        inner_values = [ops.convert_to_tensor(v) for v in inner_values]
+        trainable_values = [ops.convert_to_tensor(v) for v in trainable_values]
+        slot = {id(v): i for i, v in enumerate(self._variables)}
+        acc_slots = [slot[id(a)] for a in self.accumulators]
+        new_acc, micro, count, weight = self._accumulate(
+            [own_values[i] for i in acc_slots],
+            grads,
+            own_values[slot[id(self.micro_steps)]],
+            own_values[slot[id(self.window_count)]],
+            own_values[slot[id(self.window_weight)]],
+        )
+
+        def update():
+            mean = self._mean_grads(new_acc, weight, grads, self._trainable_variables)
+            new_trainable, new_inner = self.inner_optimizer.stateless_apply(
+                inner_values, mean, trainable_values
+            )
+            zeros = [ops.zeros_like(a) for a in new_acc]
+            return (
+                list(new_trainable),
+                list(new_inner),
+                zeros,
+                ops.zeros_like(count),
+                ops.zeros_like(weight),
+            )
+
+        def wait():
+            return trainable_values, inner_values, new_acc, count, weight
+
+        new_trainable, new_inner, new_acc, count, weight = ops.cond(
+            ops.greater_equal(count, self.steps), update, wait
+        )
+        new_own = list(own_values)
+        for i, value in zip(acc_slots, new_acc):
+            new_own[i] = value
+        new_own[slot[id(self.micro_steps)]] = micro
+        new_own[slot[id(self.window_count)]] = count
+        new_own[slot[id(self.window_weight)]] = weight
+        return new_trainable, new_own, new_inner
+
+    # --- public helpers ---------------------------------------------------
+
+    def flush(self):
+        """Apply the unfinished window now, if it holds any micro-batch.
+
+        Call it outside the train step, e.g. after `fit` returns, so that the
+        last `< steps` micro-batches of training reach the weights. Does
+        nothing before the first micro-batch or right after an update.
+
+        Returns:
+            True if an update was applied, False otherwise.
+        """
+        if not self.built or int(ops.convert_to_numpy(self.window_count)) == 0:
+            return False
+        variables = self._trainable_variables
+        mean = self._mean_grads(
+            [a.value for a in self.accumulators],
+            self.window_weight.value,
+            [a for a in self.accumulators],
+            variables,
+        )
+        self.inner_optimizer.apply(mean, variables)
+        for a in self.accumulators:
+            a.assign(ops.zeros(a.shape, dtype=a.dtype))
+        self.window_count.assign(0)
+        self.window_weight.assign(0.0)
+        return True
+
+    def get_config(self):
+        config = self._base_config()
+        config.update(
+            {
+                "steps": self.steps,
+                "batch_size": self.batch_size,
+                "num_samples": self.num_samples,
+                "skip_nonfinite": self.skip_nonfinite,
+            }
+        )
+        return config

@@ -1,0 +1,172 @@
+"""Gradient centralization (Yong et al. 2020, arXiv 2004.01461).
+
+Each weight gradient loses its mean over the fan-in axes before the inner
+optimizer sees it. Keras kernels are laid out `(..., in, out)`, so the mean is
+taken over every axis except the last one (optax and PyTorch lay weights out
+`(out, in, ...)` and keep axis 0: that choice does not carry over).
+"""
+
+import re
+
+import keras
+from keras import ops
+
+from keras_tricks.optimizers._wrapper import OptimizerWrapper
+
+
+def _centralize(grad, min_ndim):
+    if grad is None or len(grad.shape) < min_ndim:
+        return grad
+    axes = tuple(range(len(grad.shape) - 1))
+    return ops.subtract(grad, ops.mean(grad, axis=axes, keepdims=True))
+
+
+def _compile_patterns(exclude, cls_name):
+    if exclude is None:
+        return ()
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    try:
+        patterns = [re.compile(p) for p in exclude]
+    except (TypeError, re.error) as err:
+        raise ValueError(
+            f"Argument `exclude` of {cls_name} must be a string or a list of "
+            "strings (variable-name substrings or regular expressions). "
+            f"Received: exclude={exclude!r} ({err})"
+        ) from None
+    return tuple(patterns)
+
+
+def _excluded(variable, patterns):
+    if not patterns or variable is None:
+        return False
+    names = {getattr(variable, "path", None), getattr(variable, "name", None)}
+    names.discard(None)
+    return any(p.search(n) for p in patterns for n in names)
+
+
+def centralize_gradients(grads, variables=None, conv_only=False, exclude=None):
+    """Centralize gradients for a custom train step.
+
+    For every gradient with `ndim > 1` (`ndim > 3` with `conv_only=True`),
+    subtracts its mean over all axes but the last (the output axis of a
+    Keras kernel `(..., in, out)`). Biases, scales and other 1-D tensors
+    pass through unchanged, as do `None` gradients.
+
+    Args:
+        grads: List of gradient tensors.
+        variables: Optional list of the variables the gradients belong to,
+            used only to match `exclude`. Defaults to `None`.
+        conv_only: Bool. Centralize only convolution kernels (`ndim > 3`).
+            Defaults to `False`.
+        exclude: Optional string or list of strings: a variable whose `path`
+            or `name` matches one of these regular expressions (a plain
+            substring matches itself) keeps its gradient. Needs `variables`.
+            Defaults to `None`.
+
+    Returns:
+        A list of gradients, in the order of `grads`.
+
+    Example:
+
+    ```python
+    grads = [keras.ops.ones((3, 2)), keras.ops.ones((2,))]
+    centralize_gradients(grads)  # the kernel's gradient becomes all zeros
+    ```
+    """
+    patterns = _compile_patterns(exclude, "centralize_gradients")
+    if patterns and variables is None:
+        raise ValueError(
+            "Argument `exclude` of centralize_gradients needs `variables` "
+            f"(to match names against). Received: exclude={exclude!r}, "
+            "variables=None"
+        )
+    min_ndim = 4 if conv_only else 2
+    grads = list(grads)
+    if variables is None:
+        variables = [None] * len(grads)
+    return [
+        g if _excluded(v, patterns) else _centralize(g, min_ndim)
+        for g, v in zip(grads, variables)
+    ]
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks")
+class GradientCentralization(OptimizerWrapper):
+    """Centralize weight gradients, then let another optimizer apply them.
+
+    Gradient centralization (Yong et al. 2020) removes from each weight
+    gradient its mean over the fan-in axes: a `Dense` kernel of shape
+    `(in, out)` has its gradient averaged over `in` and that mean subtracted
+    for each output unit; a `Conv2D` kernel `(kh, kw, in, out)` over
+    `(kh, kw, in)`. Biases and other 1-D variables are untouched. The paper
+    reports faster training and small accuracy gains for CNNs (ResNet-50 with
+    GroupNorm on ImageNet: top-1 error 24.50 -> 23.53).
+
+    It works on the gradients of every Keras backend inside the compiled train
+    step (Keras 3 never calls the old `get_gradients` hook that some ports
+    patch, so those ports silently do nothing).
+
+    Args:
+        optimizer: A `keras.optimizers.Optimizer` instance that applies the
+            centralized gradients (its learning rate, weight decay and
+            clipping are used as they are).
+        conv_only: Bool. Centralize only gradients with `ndim > 3`
+            (convolution kernels), as the paper's "GC_conv" variant.
+            Defaults to `False` (every gradient with `ndim > 1`).
+        exclude: Optional string or list of strings. Variables whose `path`
+            or `name` matches one of these regular expressions (a substring
+            is a valid expression) keep their raw gradient, e.g.
+            `exclude=["embedding"]`. Defaults to `None`.
+        name: Optional name of the wrapper.
+
+    Example:
+
+    ```python
+    optimizer = keras_tricks.optimizers.GradientCentralization(
+        keras.optimizers.AdamW(1e-3, weight_decay=1e-4)
+    )
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    ```
+    """
+
+    def __init__(self, optimizer, conv_only=False, exclude=None, name=None, **kwargs):
+        super().__init__(optimizer, name=name, **kwargs)
+        if not isinstance(conv_only, bool):
+            raise ValueError(
+                "Argument `conv_only` of GradientCentralization must be a bool. "
+                f"Received: conv_only={conv_only!r}"
+            )
+        self.conv_only = conv_only
+        self._patterns = _compile_patterns(exclude, "GradientCentralization")
+        if isinstance(exclude, str):
+            exclude = [exclude]
+        self.exclude = None if exclude is None else list(exclude)
+
+    def _transform(self, grads, variables):
+        min_ndim = 4 if self.conv_only else 2
+        return [
+            g if _excluded(v, self._patterns) else _centralize(g, min_ndim)
+            for g, v in zip(grads, variables)
+        ]
+
+    def _stateful_apply(self, grads, trainable_variables):
+        grads = self._transform(grads, trainable_variables)
+        self.inner_optimizer.apply(grads, trainable_variables)
+
+    def _stateless_apply(self, own_values, inner_values, grads, trainable_values):
+        grads = self._transform(grads, self._trainable_variables)
+        new_trainable, new_inner = self.inner_optimizer.stateless_apply(
+            inner_values, grads, trainable_values
+        )
+        return new_trainable, own_values, new_inner
+
+    def get_config(self):
+        config = self._base_config()
+        config.update(
+            {
+                "conv_only": self.conv_only,
+                "exclude": None if self.exclude is None else list(self.exclude),
+            }
+        )
+        return config
