@@ -1,0 +1,221 @@
+"""`LRFinder`: the LR range test as a callback, for a `fit` you drive yourself."""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_tricks import _control
+from keras_tricks.lr_finder import LRFinderResult, _SweepSchedule, validate_sweep_args
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks")
+class LRFinder(keras.callbacks.Callback):
+    """LR range test inside `model.fit`; stops training when done.
+
+    At `on_train_begin` it saves the model's and the optimizer's state and
+    installs a sweep schedule `start_lr -> end_lr` (exponential or linear) on
+    the optimizer's step, so the LR changes inside the compiled train step (one
+    retrace for the sweep). After every batch it records the LR and the loss of
+    that batch, smooths the loss with a bias-corrected EMA, and sets
+    `model.stop_training` when the sweep is complete or the smoothed loss
+    exceeds `diverge_threshold` times its best (or is not finite). At
+    `on_train_end` it restores the weights, the optimizer's variables, its LR
+    settings and the train function (when `restore=True`) and exposes the
+    curve as `.result`, an :class:`keras_tricks.lr_finder.LRFinderResult`.
+
+    The loss of each batch: Keras's `logs["loss"]` is the running mean since
+    the epoch began, so the callback resets the model's metrics before every
+    batch (see `on_train_batch_begin`). Other metrics in the logs of this
+    `fit` are therefore per batch too. This is a per-batch hook: on JAX each
+    batch syncs the training state (a few hundred batches, so it is cheap).
+
+    With `steps_per_execution=k`, Keras calls the callbacks every `k` batches:
+    each point is then one execution (the mean loss of its `k` batches, at
+    their geometric-mean LR) and the sweep runs `num_steps * k` batches. Give
+    `fit` enough batches (`epochs * steps`) for the whole sweep; if it ends
+    early, `.result.stop_reason` is `"data"`. :func:`keras_tricks.find_lr`
+    does all of this for you.
+
+    Args:
+        start_lr: float. The first LR. Defaults to 1e-7.
+        end_lr: float. The last LR. Defaults to 10.0.
+        num_steps: int. Points of the sweep. Defaults to 100.
+        mode: str. `"exp"` or `"linear"`. Defaults to `"exp"`.
+        beta: float. EMA factor of the smoothing. Defaults to 0.98.
+        diverge_threshold: float. Stop when the smoothed loss exceeds this
+            times the best so far. Defaults to 4.0.
+        restore: bool. Put the model and optimizer back as they were when
+            training ends. Defaults to True.
+
+    Example:
+
+    ```python
+    import numpy as np
+    import keras
+    from keras_tricks.callbacks import LRFinder
+
+    x = np.random.rand(512, 8).astype("float32")
+    y = (x.sum(axis=1) > 4).astype("float32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1, "sigmoid")])
+    model.compile(keras.optimizers.Adam(), "binary_crossentropy")
+    finder = LRFinder(start_lr=1e-6, end_lr=1.0, num_steps=64)
+    model.fit(x, y, batch_size=32, epochs=10, callbacks=[finder], verbose=0)
+    print(finder.result, finder.result.suggestion())
+    ```
+    """
+
+    def __init__(
+        self,
+        start_lr=1e-7,
+        end_lr=10.0,
+        num_steps=100,
+        mode="exp",
+        beta=0.98,
+        diverge_threshold=4.0,
+        restore=True,
+    ):
+        super().__init__()
+        validate_sweep_args(start_lr, end_lr, num_steps, mode, beta, diverge_threshold)
+        self.start_lr = start_lr
+        self.end_lr = end_lr
+        self.num_steps = num_steps
+        self.mode = mode
+        self.beta = beta
+        self.diverge_threshold = diverge_threshold
+        self.restore_state = bool(restore)
+        self.result = None
+        self._saved = None
+
+    def get_config(self):
+        return {
+            "start_lr": self.start_lr,
+            "end_lr": self.end_lr,
+            "num_steps": self.num_steps,
+            "mode": self.mode,
+            "beta": self.beta,
+            "diverge_threshold": self.diverge_threshold,
+            "restore": self.restore_state,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # -- state ------------------------------------------------------------
+
+    def _save(self, model):
+        optimizer = model.optimizer
+
+        def copy(variables):
+            # A copy, not a view: on torch CPU `convert_to_numpy` shares memory.
+            return [(v, np.array(ops.convert_to_numpy(v.value), copy=True)) for v in variables]
+
+        self._saved = {
+            "model": copy(model.variables),
+            "optimizer": copy(optimizer.variables),
+            "control": _control.save_state(optimizer),
+            "train_function": getattr(model, "train_function", None),
+        }
+
+    def restore(self):
+        """Put back what `on_train_begin` saved; does nothing the second time."""
+        saved, self._saved = self._saved, None
+        if saved is None:
+            return
+        for variable, value in saved["model"] + saved["optimizer"]:
+            variable.assign(value)
+        _control.restore_state(saved["control"])
+        # The train function traced for the sweep has the sweep schedule baked
+        # in; the one from before does not need a retrace.
+        self.model.train_function = saved["train_function"]
+
+    # -- hooks --------------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is None:
+            raise ValueError(
+                "LRFinder needs a compiled model: call `model.compile(optimizer, "
+                "loss)` before `fit`. Received: a model without an optimizer."
+            )
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        self.result = None
+        self._lrs, self._losses, self._smoothed = [], [], []
+        self._avg, self._best = 0.0, math.inf
+        self._stop_reason = None
+        self._execution = max(int(getattr(model, "steps_per_execution", 1) or 1), 1)
+        if self.restore_state:
+            self._save(model)
+        self._schedule = _SweepSchedule(
+            self.start_lr,
+            self.end_lr,
+            self.num_steps * self._execution,
+            self.mode,
+        )
+        # The sweep owns the LR: no momentum function, no plateau scale.
+        _control.set_momentum_fn(optimizer, None)
+        _control.set_lr_scale(optimizer, 1.0)
+        _control.set_schedule(optimizer, self._schedule, step_divisor=1)
+        self._schedule.offset = _control.schedule_step(optimizer)
+        self._last_step = self._schedule.offset
+        _control.refresh(model)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Keras's loss tracker is a Mean weighted by sample count that runs
+        # over the epoch. Recovering a batch's loss from two consecutive
+        # running means needs the batch sizes and loses precision as the sums
+        # grow (float32 totals); resetting the metrics before each batch makes
+        # `logs["loss"]` exactly this batch's (or this execution's) loss, for
+        # any batch size and on every backend. It costs a state sync on JAX,
+        # which a per-batch LR finder pays anyway to read the step.
+        self.model.reset_metrics()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._stop_reason is not None:
+            return
+        logs = logs if logs is not None else {}
+        if "loss" not in logs:
+            raise ValueError(
+                "LRFinder needs the training loss in the batch logs. Received "
+                f"logs with keys {sorted(logs)}."
+            )
+        loss = float(ops.convert_to_numpy(logs["loss"]))
+        step = _control.schedule_step(self.model.optimizer)
+        first = self._last_step - self._schedule.offset
+        last = max(step - self._schedule.offset, first + 1) - 1
+        self._last_step = step
+        # The batches of this execution ran at sweep indices first..last; the
+        # LR at their middle index is their geometric (exp) or arithmetic
+        # (linear) mean LR. With one batch per execution it is that batch's LR.
+        lr = float(self._schedule.lr_at((first + last) / 2))
+        n = len(self._losses) + 1
+        self._avg = self.beta * self._avg + (1.0 - self.beta) * loss
+        smoothed = self._avg / (1.0 - self.beta**n)
+        self._lrs.append(lr)
+        self._losses.append(loss)
+        self._smoothed.append(smoothed)
+        logs["lr"] = lr
+        if not math.isfinite(smoothed) or smoothed > self.diverge_threshold * self._best:
+            self._stop_reason = "diverged"
+        else:
+            self._best = min(self._best, smoothed)
+            if step - self._schedule.offset >= self._schedule.total:
+                self._stop_reason = "completed"
+        if self._stop_reason is not None:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        self.result = LRFinderResult(
+            self._lrs,
+            self._losses,
+            smoothed_losses=self._smoothed,
+            num_steps=self.num_steps,
+            beta=self.beta,
+            stop_reason=self._stop_reason or "data",
+        )
+        if self.restore_state:
+            self.restore()
