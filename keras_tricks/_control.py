@@ -350,3 +350,43 @@ def refresh(model):
     """
     if getattr(model, "train_function", None) is not None:
         model.make_train_function(force=True)
+
+
+def save_state(optimizer):
+    """Everything this module set on the base optimizers, to put back later.
+
+    Returns an opaque value for :func:`restore_state`: each base optimizer's
+    class (controlled or not) and its installed schedule, scale, step divisor
+    and momentum function. Variables are not included: save those yourself.
+    """
+    return [
+        (
+            opt,
+            type(opt),
+            {k: v for k, v in vars(opt).items() if k.startswith("_kt_")},
+        )
+        for opt in base_optimizers(optimizer)
+    ]
+
+
+def restore_state(saved):
+    """Undo every change made through this module since :func:`save_state`."""
+    for opt, cls, settings in saved:
+        for key in [k for k in vars(opt) if k.startswith("_kt_")]:
+            if key not in settings:
+                del vars(opt)[key]
+        vars(opt).update(settings)
+        opt.__class__ = cls
+
+
+def schedule_step(optimizer):
+    """The step an installed schedule is fed next, as a Python int.
+
+    ``iterations`` of the first base optimizer (micro-batches under Keras's
+    ``gradient_accumulation_steps``), divided by the installed step divisor.
+    """
+    bases = base_optimizers(optimizer)
+    opt = bases[0]
+    step = int(ops.convert_to_numpy(opt._iterations))
+    divisor = vars(opt).get(_DIVISOR, 1)
+    return step // divisor if divisor > 1 else step
