@@ -7,6 +7,13 @@ that Keras itself did not import.
 
 __version__ = "0.1.0"
 
-from keras_tricks import callbacks, imbalance, layers, optimizers, schedules  # noqa: E402
+from keras_tricks import (  # noqa: E402
+    callbacks,
+    imbalance,
+    layers,
+    optimizers,
+    precision,
+    schedules,
+)
 
-__all__ = ["__version__", "callbacks", "imbalance", "layers", "optimizers", "schedules"]
+__all__ = ["__version__", "callbacks", "imbalance", "layers", "optimizers", "precision", "schedules"]
