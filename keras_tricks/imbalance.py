@@ -111,8 +111,9 @@ def _parse_labels(y, name="y"):
                 f"Argument `{name}` must hold integer or string class labels. "
                 f"Received: dtype={y.dtype}"
             )
-        classes, codes = np.unique(y, return_inverse=True)
-        return _Labels("int", codes.ravel(), classes, [int(c) for c in classes])
+        classes = np.unique(y)
+        codes = np.searchsorted(classes, y)
+        return _Labels("int", codes, classes, [int(c) for c in classes])
     if y.ndim == 2:
         m = y.astype(np.float64)
         if not np.all((m == 0) | (m == 1)):
@@ -398,19 +399,33 @@ def _oversampling_plan(y, sampling_strategy, name="y"):
         )
     _require_two_classes(labels, name)
     targets = _target_counts(labels, sampling_strategy)
-    order = np.argsort(labels.codes, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(labels.counts)])
-    members = [order[bounds[c] : bounds[c + 1]] for c in range(len(labels.classes))]
     extra = targets - labels.counts
-    return labels, members, extra
+    n = labels.codes.shape[0]
+    dtype = _index_dtype(n + int(extra.sum()))
+    # Only the classes that grow keep a list of their members.
+    members = [
+        np.flatnonzero(labels.codes == c).astype(dtype) if e > 0 else None
+        for c, e in enumerate(extra)
+    ]
+    return n, members, extra
 
 
-def _draw(n, members, extra, rng):
-    parts = [np.arange(n, dtype=np.int64)]
+def _index_dtype(size):
+    return np.int32 if size < 2**31 else np.int64
+
+
+def _draw(n, members, extra, rng, out=None):
+    """Writes 0..n-1 then the drawn extras into `out` (reused across epochs)."""
+    total = n + int(extra.sum())
+    if out is None:
+        out = np.empty(total, dtype=_index_dtype(total))
+    out[:n] = np.arange(n, dtype=out.dtype)
+    pos = n
     for idx, e in zip(members, extra, strict=True):
         if e > 0:
-            parts.append(idx[rng.integers(0, len(idx), size=int(e))].astype(np.int64))
-    return np.concatenate(parts)
+            out[pos : pos + e] = idx[rng.integers(0, len(idx), size=int(e))]
+            pos += int(e)
+    return out
 
 
 def oversample_indices(y, sampling_strategy="max", seed=None):
@@ -437,8 +452,8 @@ def oversample_indices(y, sampling_strategy="max", seed=None):
         seed: int, `np.random.Generator` or None. Defaults to None.
 
     Returns:
-        An int64 array of length `sum(target counts)`: `0..n-1` first, then the
-        drawn indices (not shuffled).
+        An index array of length `sum(target counts)` (int32, or int64 past
+        2**31 entries): `0..n-1` first, then the drawn indices (not shuffled).
 
     Raises:
         ValueError: `y` is empty, has one class, is multi-label, or the
@@ -452,9 +467,9 @@ def oversample_indices(y, sampling_strategy="max", seed=None):
     np.bincount(y[idx])  # array([8, 8])
     ```
     """
-    labels, members, extra = _oversampling_plan(y, sampling_strategy)
+    n, members, extra = _oversampling_plan(y, sampling_strategy)
     rng = np.random.default_rng(seed)
-    return _draw(len(labels.codes), members, extra, rng)
+    return _draw(n, members, extra, rng)
 
 
 def _flatten(structure):
@@ -629,8 +644,10 @@ class OversampledDataset(keras.utils.PyDataset):
 
     @property
     def indices(self):
-        """The sample indices of the current epoch, in batch order."""
-        return self._indices
+        """The sample indices of the current epoch, in batch order (read-only view)."""
+        view = self._indices.view()
+        view.flags.writeable = False
+        return view
 
     @property
     def num_samples(self):
