@@ -5,3 +5,9 @@ from keras_tricks.optimizers.gradient_centralization import (
     GradientCentralization,
     centralize_gradients,
 )
+
+__all__ = [
+    "GradientAccumulation",
+    "GradientCentralization",
+    "centralize_gradients",
+]

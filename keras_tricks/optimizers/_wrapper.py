@@ -153,16 +153,16 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
     def _apply_through_stateless(self, grads, trainable_variables):
         known = self._trainable_variables
         if [id(v) for v in trainable_variables] != [id(v) for v in known]:
-            by_id = {id(v): g for v, g in zip(trainable_variables, grads)}
+            by_id = {id(v): g for v, g in zip(trainable_variables, grads, strict=False)}
             grads = [by_id.get(id(v)) for v in known]
         new_trainable, new_opt = self.stateless_apply(
             [v.value for v in self.variables],
             grads,
             [v.value for v in known],
         )
-        for var, value in zip(known, new_trainable):
+        for var, value in zip(known, new_trainable, strict=False):
             var.assign(value)
-        for var, value in zip(self.variables, new_opt):
+        for var, value in zip(self.variables, new_opt, strict=False):
             var.assign(value)
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
@@ -188,15 +188,6 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         raise NotImplementedError
 
     # --- helpers ----------------------------------------------------------
-
-    def _own_scope(self, own_values):
-        """A StatelessScope that maps the wrapper's own variables to values."""
-        return keras.StatelessScope(
-            state_mapping=list(zip(self._variables, own_values))
-        )
-
-    def _variable_of(self, trainable_variables, index):
-        return trainable_variables[index]
 
     def _base_config(self):
         return {

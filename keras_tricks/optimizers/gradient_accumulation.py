@@ -17,10 +17,46 @@ from keras import ops
 from keras_tricks.optimizers._wrapper import OptimizerWrapper, is_finite
 
 
+def _replica_safe_cond(pred, update_fn):
+    """`if pred: update_fn()`, also inside a `tf.distribute` replica context.
+
+    Under a TensorFlow distribution strategy the inner optimizer synchronizes
+    the replicas (`merge_call`), which TensorFlow refuses inside a `tf.cond`
+    built in a replica context. As Keras's own LossScaleOptimizer does, the
+    condition is then evaluated in the cross-replica context and the update
+    runs on every replica from there. `pred` is the same on every replica.
+    """
+    if keras.backend.backend() == "tensorflow":
+        # Imported here, only on TensorFlow: the distribution API has no
+        # backend-agnostic equivalent.
+        import tensorflow as tf
+
+        if (
+            tf.distribute.has_strategy()
+            and not tf.distribute.in_cross_replica_context()
+        ):
+
+            def in_cross_replica(strategy, pred):
+                pred = strategy.experimental_local_results(pred)[0]
+
+                def run():
+                    strategy.extended.call_for_each_replica(update_fn)
+
+                ops.cond(pred, run, lambda: None)
+
+            tf.distribute.get_replica_context().merge_call(
+                in_cross_replica, args=(pred,)
+            )
+            return
+    ops.cond(pred, update_fn, lambda: None)
+
+
 def _accumulator_dtype(variable):
-    return "float64" if keras.backend.standardize_dtype(variable.dtype) == (
+    return (
         "float64"
-    ) else "float32"
+        if keras.backend.standardize_dtype(variable.dtype) == ("float64")
+        else "float32"
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
@@ -191,12 +227,16 @@ class GradientAccumulation(OptimizerWrapper):
         else:
             accept = ops.convert_to_tensor(True)
         new_acc = []
-        for acc, g in zip(acc_values, grads):
+        for acc, g in zip(acc_values, grads, strict=False):
             if g is None:
                 new_acc.append(acc)
                 continue
-            summed = ops.add(acc, ops.multiply(ops.cast(g, acc.dtype), ops.cast(w, acc.dtype)))
-            new_acc.append(ops.where(accept, summed, acc) if self.skip_nonfinite else summed)
+            summed = ops.add(
+                acc, ops.multiply(ops.cast(g, acc.dtype), ops.cast(w, acc.dtype))
+            )
+            new_acc.append(
+                ops.where(accept, summed, acc) if self.skip_nonfinite else summed
+            )
         one = ops.cast(accept, count.dtype)
         new_count = ops.add(count, one)
         new_weight = ops.add(weight, ops.where(accept, w, ops.zeros_like(w)))
@@ -204,11 +244,13 @@ class GradientAccumulation(OptimizerWrapper):
 
     def _mean_grads(self, acc_values, weight, grads, variables):
         out = []
-        for acc, g, v in zip(acc_values, grads, variables):
+        for acc, g, v in zip(acc_values, grads, variables, strict=False):
             if g is None:
                 out.append(None)
             else:
-                out.append(ops.cast(ops.divide(acc, ops.cast(weight, acc.dtype)), v.dtype))
+                out.append(
+                    ops.cast(ops.divide(acc, ops.cast(weight, acc.dtype)), v.dtype)
+                )
         return out
 
     # --- TensorFlow / PyTorch: assign in place ----------------------------
@@ -223,23 +265,24 @@ class GradientAccumulation(OptimizerWrapper):
             self.window_count.value,
             self.window_weight.value,
         )
-        for a, value in zip(accs, new_acc):
+        for a, value in zip(accs, new_acc, strict=False):
             a.assign(value)
         self.micro_steps.assign(micro)
         self.window_count.assign(count)
         self.window_weight.assign(weight)
 
-        def update():
-            self._apply_window(grads, trainable_variables, accs)
+        mask = [g is not None for g in grads]
+        _replica_safe_cond(
+            ops.greater_equal(self.window_count, self.steps),
+            lambda: self._apply_window(mask, trainable_variables, accs),
+        )
 
-        def wait():
-            return None
-
-        ops.cond(ops.greater_equal(self.window_count, self.steps), update, wait)
-
-    def _apply_window(self, grads, trainable_variables, accs):
+    def _apply_window(self, mask, trainable_variables, accs):
         mean = self._mean_grads(
-            [a.value for a in accs], self.window_weight.value, grads, trainable_variables
+            [a.value for a in accs],
+            self.window_weight.value,
+            [True if m else None for m in mask],
+            trainable_variables,
         )
         self.inner_optimizer.apply(mean, trainable_variables)
         for a in accs:
@@ -284,7 +327,7 @@ class GradientAccumulation(OptimizerWrapper):
             ops.greater_equal(count, self.steps), update, wait
         )
         new_own = list(own_values)
-        for i, value in zip(acc_slots, new_acc):
+        for i, value in zip(acc_slots, new_acc, strict=False):
             new_own[i] = value
         new_own[slot[id(self.micro_steps)]] = micro
         new_own[slot[id(self.window_count)]] = count
@@ -306,17 +349,7 @@ class GradientAccumulation(OptimizerWrapper):
         if not self.built or int(ops.convert_to_numpy(self.window_count)) == 0:
             return False
         variables = self._trainable_variables
-        mean = self._mean_grads(
-            [a.value for a in self.accumulators],
-            self.window_weight.value,
-            [a for a in self.accumulators],
-            variables,
-        )
-        self.inner_optimizer.apply(mean, variables)
-        for a in self.accumulators:
-            a.assign(ops.zeros(a.shape, dtype=a.dtype))
-        self.window_count.assign(0)
-        self.window_weight.assign(0.0)
+        self._apply_window([True] * len(variables), variables, self.accumulators)
         return True
 
     def get_config(self):

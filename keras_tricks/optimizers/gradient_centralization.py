@@ -87,7 +87,7 @@ def centralize_gradients(grads, variables=None, conv_only=False, exclude=None):
         variables = [None] * len(grads)
     return [
         g if _excluded(v, patterns) else _centralize(g, min_ndim)
-        for g, v in zip(grads, variables)
+        for g, v in zip(grads, variables, strict=False)
     ]
 
 
@@ -147,7 +147,7 @@ class GradientCentralization(OptimizerWrapper):
         min_ndim = 4 if self.conv_only else 2
         return [
             g if _excluded(v, self._patterns) else _centralize(g, min_ndim)
-            for g, v in zip(grads, variables)
+            for g, v in zip(grads, variables, strict=False)
         ]
 
     def _stateful_apply(self, grads, trainable_variables):

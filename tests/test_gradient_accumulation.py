@@ -1,0 +1,318 @@
+"""GradientAccumulation: k micro-batches of b samples == one batch of k*b."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_tricks import _control
+from keras_tricks.optimizers import GradientAccumulation, GradientCentralization
+
+BACKEND = keras.backend.backend()
+
+
+def _data(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5)).astype("float32")
+    y = rng.normal(size=(n, 2)).astype("float32")
+    return x, y
+
+
+def _model():
+    keras.utils.set_random_seed(7)
+    return keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(4, activation="tanh"),
+            keras.layers.Dense(2),
+        ]
+    )
+
+
+def _fit(optimizer, x, y, batch_size, epochs=2, model=None, **kwargs):
+    model = model or _model()
+    model.compile(optimizer=optimizer, loss="mse")
+    model.fit(
+        x, y, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0, **kwargs
+    )
+    return model
+
+
+def _rel_err(a_weights, b_weights):
+    return max(
+        np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12)
+        for a, b in zip(a_weights, b_weights, strict=True)
+    )
+
+
+INNERS = {
+    "sgd": lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+    "adam": lambda: keras.optimizers.Adam(0.01),
+    "adamw_clipnorm": lambda: keras.optimizers.AdamW(
+        0.01, weight_decay=0.1, clipnorm=0.05
+    ),
+    "adamw_global_clipnorm_schedule": lambda: keras.optimizers.AdamW(
+        keras.optimizers.schedules.ExponentialDecay(0.02, 2, 0.5),
+        weight_decay=0.1,
+        global_clipnorm=0.05,
+    ),
+}
+
+
+@pytest.mark.parametrize("inner", sorted(INNERS))
+def test_equals_big_batch(inner):
+    x, y = _data()
+    acc = _fit(GradientAccumulation(INNERS[inner](), 4), x, y, batch_size=4)
+    big = _fit(INNERS[inner](), x, y, batch_size=16)
+    assert _rel_err(acc.get_weights(), big.get_weights()) < 1e-5
+    # The trick did something: the plain small-batch run lands elsewhere.
+    small = _fit(INNERS[inner](), x, y, batch_size=4)
+    assert _rel_err(small.get_weights(), big.get_weights()) > 1e-3
+    # Inner iterations (and the schedule) count real updates.
+    assert int(acc.optimizer.iterations) == 4
+    assert int(acc.optimizer.inner_optimizer.iterations) == 4
+    assert int(acc.optimizer.micro_steps) == 16
+
+
+def test_schedule_sees_updates_unlike_builtin():
+    x, y = _data()
+    schedule = keras.optimizers.schedules.PolynomialDecay(0.1, 16, 0.0)
+    ours = GradientAccumulation(keras.optimizers.SGD(schedule), 4)
+    builtin = keras.optimizers.SGD(schedule, gradient_accumulation_steps=4)
+    _fit(ours, x, y, batch_size=4, epochs=1)
+    _fit(builtin, x, y, batch_size=4, epochs=1)
+    # 8 micro-batches = 2 updates: our schedule is at step 2 of 16.
+    np.testing.assert_allclose(float(ours.learning_rate), 0.1 * (1 - 2 / 16), rtol=1e-6)
+    # Keras's built-in option shows the schedule the micro-step count (8).
+    np.testing.assert_allclose(
+        float(builtin.learning_rate), 0.1 * (1 - 8 / 16), rtol=1e-6
+    )
+    assert _control.accumulation_steps(ours) == (4, "wrapper")
+
+
+def test_unequal_last_batch_is_weighted_by_samples():
+    # 10 samples in micro-batches of 4, 4, 2: one window of 3 = the full batch.
+    x, y = _data(10)
+    big = _fit(keras.optimizers.Adam(0.01), x, y, batch_size=10, epochs=3)
+    weighted = GradientAccumulation(
+        keras.optimizers.Adam(0.01), 3, batch_size=4, num_samples=10
+    )
+    acc = _fit(weighted, x, y, batch_size=4, epochs=3)
+    assert _rel_err(acc.get_weights(), big.get_weights()) < 1e-5
+    # Without the sample counts the last micro-batch weighs as much as the
+    # others, and the result is not the big batch's.
+    plain = _fit(GradientAccumulation(keras.optimizers.Adam(0.01), 3), x, y, 4, 3)
+    assert _rel_err(plain.get_weights(), big.get_weights()) > 1e-4
+
+
+def test_window_carries_over_epochs():
+    # 12 samples, micro-batches of 4, windows of 2: windows straddle epochs.
+    x, y = _data(12)
+    acc = _fit(GradientAccumulation(keras.optimizers.Adam(0.01), 2), x, y, 4, 2)
+    x2, y2 = np.concatenate([x, x]), np.concatenate([y, y])
+    big = _fit(keras.optimizers.Adam(0.01), x2, y2, batch_size=8, epochs=1)
+    assert _rel_err(acc.get_weights(), big.get_weights()) < 1e-5
+    assert int(acc.optimizer.iterations) == 3
+
+
+def test_flush_applies_the_unfinished_window():
+    x, y = _data(12)
+    opt = GradientAccumulation(
+        keras.optimizers.Adam(0.01), 2, batch_size=4, num_samples=12
+    )
+    acc = _fit(opt, x, y, batch_size=4, epochs=1)
+    assert int(opt.window_count) == 1
+    before = acc.get_weights()
+    assert opt.flush() is True
+    assert _rel_err(acc.get_weights(), before) > 1e-4
+    assert opt.flush() is False
+    assert int(opt.window_count) == 0
+    big = _fit(keras.optimizers.Adam(0.01), x, y, batch_size=8, epochs=1)
+    assert _rel_err(acc.get_weights(), big.get_weights()) < 1e-5
+
+
+def test_skip_nonfinite():
+    def run(skip):
+        var = keras.Variable(np.array([1.0, 2.0], "float32"))
+        opt = GradientAccumulation(keras.optimizers.SGD(1.0), 2, skip_nonfinite=skip)
+        for g in ([0.5, 1.0], [np.nan, 1.0], [1.5, 3.0]):
+            opt.apply([np.array(g, "float32")], [var])
+        return keras.ops.convert_to_numpy(var), int(opt.iterations)
+
+    value, updates = run(True)
+    np.testing.assert_allclose(value, [1.0 - 1.0, 2.0 - 2.0], atol=1e-6)
+    assert updates == 1
+    value, _ = run(False)
+    assert np.isnan(value).any()
+
+
+@pytest.mark.parametrize("order", ["ga_gc", "gc_ga"])
+def test_composes_with_gradient_centralization(order):
+    x, y = _data()
+    if order == "ga_gc":
+        opt = GradientAccumulation(
+            GradientCentralization(keras.optimizers.Adam(0.01)), 4
+        )
+    else:
+        opt = GradientCentralization(
+            GradientAccumulation(keras.optimizers.Adam(0.01), 4)
+        )
+    acc = _fit(opt, x, y, batch_size=4)
+    big = _fit(GradientCentralization(keras.optimizers.Adam(0.01)), x, y, 16)
+    assert _rel_err(acc.get_weights(), big.get_weights()) < 1e-5
+    plain = _fit(keras.optimizers.Adam(0.01), x, y, 16)
+    assert _rel_err(plain.get_weights(), big.get_weights()) > 1e-4
+    assert _control.accumulation_steps(opt) == (4, "wrapper")
+
+
+def test_mixed_float16_loss_scale_optimizer_outside():
+    keras.config.set_dtype_policy("mixed_float16")
+    x, y = _data()
+    opt = GradientAccumulation(keras.optimizers.Adam(0.01), 4)
+    model = _fit(opt, x, y, batch_size=4)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.optimizer.inner_optimizer is opt
+    assert all(a.dtype == "float32" for a in opt.accumulators)
+    assert int(model.optimizer.iterations) == 4
+    big = _fit(keras.optimizers.Adam(0.01), x, y, batch_size=16)
+    assert _rel_err(model.get_weights(), big.get_weights()) < 2e-2
+    assert _control.base_optimizers(model.optimizer) == [opt.inner_optimizer]
+
+
+def test_loss_scale_optimizer_inside_is_an_error():
+    lso = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD())
+    with pytest.raises(ValueError, match="LossScaleOptimizer cannot sit inside"):
+        GradientAccumulation(lso, 2)
+    with pytest.raises(ValueError, match="LossScaleOptimizer cannot sit inside"):
+        GradientAccumulation(GradientCentralization(lso), 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"steps": 0}, "`steps`.*Received: steps=0"),
+        ({"steps": 2.0}, "`steps`.*Received: steps=2.0"),
+        ({"steps": 2, "batch_size": 4}, "both or neither"),
+        ({"steps": 2, "batch_size": 0, "num_samples": 3}, "batch_size=0"),
+        ({"steps": 2, "skip_nonfinite": 1}, "skip_nonfinite=1"),
+        ({"steps": 2, "learning_rate": 0.1}, "set `learning_rate` on the inner"),
+        ({"steps": 2, "clipnorm": 1.0}, "Received: clipnorm=1.0"),
+        ({"steps": 2, "weight_decay": 0.1}, "weight_decay=0.1"),
+        ({"steps": 2, "foo": 1}, "does not take"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GradientAccumulation(keras.optimizers.SGD(), **kwargs)
+
+
+def test_not_an_optimizer():
+    with pytest.raises(TypeError, match="must be a `keras.optimizers.Optimizer`"):
+        GradientAccumulation("adam", 2)
+
+
+def test_config_round_trip():
+    opt = GradientAccumulation(
+        keras.optimizers.AdamW(0.003, weight_decay=0.01),
+        3,
+        batch_size=8,
+        num_samples=50,
+        skip_nonfinite=True,
+    )
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(opt)
+    )
+    assert isinstance(restored, GradientAccumulation)
+    assert restored.get_config() == opt.get_config()
+    assert isinstance(restored.inner_optimizer, keras.optimizers.AdamW)
+    assert restored.inner_optimizer.weight_decay == 0.01
+
+
+def test_saved_model_continues_identically(tmp_path):
+    # 12 samples, windows of 2 micro-batches of 4: after one epoch a window is
+    # half full, so the accumulators must survive the save.
+    x, y = _data(12)
+
+    def opt():
+        return GradientAccumulation(keras.optimizers.Adam(0.01), 2)
+
+    straight = _fit(opt(), x, y, batch_size=4, epochs=3)
+    first = _fit(opt(), x, y, batch_size=4, epochs=1)
+    assert int(first.optimizer.window_count) == 1
+    path = os.path.join(tmp_path, "m.keras")
+    first.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.optimizer, GradientAccumulation)
+    assert int(loaded.optimizer.window_count) == 1
+    loaded.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    assert _rel_err(loaded.get_weights(), straight.get_weights()) < 1e-6
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise RuntimeError("interrupted")
+
+
+def test_backup_and_restore_resumes_exactly(tmp_path):
+    x, y = _data(12)
+
+    def opt():
+        return GradientAccumulation(keras.optimizers.Adam(0.01), 2)
+
+    straight = _fit(opt(), x, y, batch_size=4, epochs=3)
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    model = _model()
+    model.compile(optimizer=opt(), loss="mse")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(
+            x,
+            y,
+            batch_size=4,
+            epochs=3,
+            shuffle=False,
+            verbose=0,
+            callbacks=[backup, _Interrupt()],
+        )
+    resumed = _model()
+    resumed.compile(optimizer=opt(), loss="mse")
+    resumed.fit(
+        x, y, batch_size=4, epochs=3, shuffle=False, verbose=0, callbacks=[backup]
+    )
+    assert _rel_err(resumed.get_weights(), straight.get_weights()) < 1e-6
+
+
+@pytest.mark.backends("tensorflow")
+def test_mirrored_strategy_matches_single_device():
+    import tensorflow as tf
+
+    x, y = _data()
+    single = _fit(GradientAccumulation(keras.optimizers.Adam(0.01), 4), x, y, 8)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = _model()
+        model.compile(
+            optimizer=GradientAccumulation(keras.optimizers.Adam(0.01), 4), loss="mse"
+        )
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    assert _rel_err(model.get_weights(), single.get_weights()) < 1e-5
+    big = _fit(keras.optimizers.Adam(0.01), x, y, 32)
+    assert _rel_err(model.get_weights(), big.get_weights()) < 1e-5
+
+
+@pytest.mark.backends("jax")
+def test_jax_data_parallel_matches_single_device():
+    x, y = _data()
+    single = _fit(GradientAccumulation(keras.optimizers.Adam(0.01), 4), x, y, 8)
+    devices = keras.distribution.list_devices("cpu")
+    assert len(devices) == 2
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=devices)
+    )
+    try:
+        model = _fit(GradientAccumulation(keras.optimizers.Adam(0.01), 4), x, y, 8)
+        weights = model.get_weights()
+    finally:
+        keras.distribution.set_distribution(None)
+    assert _rel_err(weights, single.get_weights()) < 1e-5
