@@ -88,7 +88,9 @@ class CyclicLR(ScheduleCallback):
         count="updates",
     ):
         super().__init__(total_steps=None, count=count)
-        given = check_at_most_one(step_size=step_size, step_size_epochs=step_size_epochs)
+        given = check_at_most_one(
+            step_size=step_size, step_size_epochs=step_size_epochs
+        )
         if not given:
             raise ValueError(
                 "CyclicLR needs the length of half a cycle: give `step_size` "

@@ -141,7 +141,9 @@ class WarmupCosine(ScheduleCallback):
                     f"total_steps={total_steps}"
                 )
             return self._build(total_steps, warmup_steps=warmup)
-        ratio = _DEFAULT_WARMUP_RATIO if self.warmup_ratio is None else self.warmup_ratio
+        ratio = (
+            _DEFAULT_WARMUP_RATIO if self.warmup_ratio is None else self.warmup_ratio
+        )
         return self._build(total_steps, warmup_ratio=ratio)
 
     def get_config(self):
