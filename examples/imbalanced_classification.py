@@ -121,7 +121,8 @@ print(
             y_train, "sigmoid", sample_weight=imbalance.sample_weights(y_train)
         ),
         6,
-    ),
+    )
+    + 0.0,
 )
 model = make_model()
 model.fit(

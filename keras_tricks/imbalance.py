@@ -514,8 +514,9 @@ class OversampledDataset(keras.utils.PyDataset):
     kept.
 
     This is also the way to balance classes where Keras rejects
-    `fit(class_weight=...)`: models with several outputs, Python generators,
-    `PyDataset`s and (on the torch backend) DataLoaders. Oversampling makes the
+    `fit(class_weight=...)`: models with several outputs (`y` a list or
+    dict), Python generators, torch `DataLoader`s and grain datasets, and
+    together with `sample_weight`. Oversampling makes the
     class prior the loss sees uniform (for `"max"`): if you also initialize the
     output bias, compute it from that distribution (see `output_bias`), not
     from the raw labels.
@@ -697,8 +698,17 @@ def oversampled_tf_dataset(
     its own generator, like any `from_generator` dataset.
 
     Args:
-        x, y, batch_size, sample_weight, shuffle, seed, sampling_strategy,
-        labels: As in `OversampledDataset`.
+        x: A NumPy array, or a list / dict of arrays.
+        y: Targets: an array, or a list / dict of arrays.
+        batch_size: int. Samples per batch. Defaults to 32.
+        sample_weight: Per-sample weights or None. Defaults to None.
+        shuffle: bool. Shuffle the indices each epoch. Defaults to True.
+        seed: int or None. Seeds the draws. Defaults to None.
+        sampling_strategy: See `oversample_indices`. Defaults to `"max"`.
+        labels: One class per sample, needed for a nested `y`. Defaults to
+            None (use `y`).
+
+    All arguments are as in `OversampledDataset`.
 
     Returns:
         A `tf.data.Dataset` of `(x, y)` or `(x, y, sample_weight)` batches.
@@ -933,7 +943,16 @@ def bias_initializer(
     """A Keras bias initializer set to the prior of `y` (see `output_bias`).
 
     Args:
-        y, activation, sample_weight, eps, num_classes: As in `output_bias`.
+        y: Array-like. The training targets.
+        activation: str. `"linear"`, `"sigmoid"` or `"softmax"`. Defaults to
+            `"linear"`.
+        sample_weight: Array `(n,)` or None. Weights of the training loss.
+            Defaults to None.
+        eps: float. Defaults to 1e-7.
+        num_classes: int or None. Softmax with integer labels only. Defaults
+            to None.
+
+    All arguments are as in `output_bias`.
 
     Returns:
         A `PriorBias` initializer (serializable; its config holds the bias
