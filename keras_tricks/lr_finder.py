@@ -70,7 +70,11 @@ class _SweepSchedule(keras.optimizers.schedules.LearningRateSchedule):
 def validate_sweep_args(start_lr, end_lr, num_steps, mode, beta, diverge_threshold):
     """Raise a clear `ValueError` for any bad sweep argument."""
     for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        if (
+            not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
             raise ValueError(
                 f"Argument `{name}` must be a positive finite number. "
                 f"Received: {name}={value!r}"
@@ -342,7 +346,9 @@ class LRFinderResult:
             _, ax = plt.subplots(figsize=(6, 4))
         if show_raw:
             ax.plot(self.lrs, self.losses, color="0.75", lw=0.8, label="loss per batch")
-        ax.plot(self.lrs, self.smoothed_losses, color="C0", lw=1.8, label="smoothed loss")
+        ax.plot(
+            self.lrs, self.smoothed_losses, color="C0", lw=1.8, label="smoothed loss"
+        )
         markers = {"valley": "o", "steep": "v", "minimum": "s", "chain": "D"}
         for k, method in enumerate(methods):
             try:
@@ -429,8 +435,9 @@ def find_lr(
     non-finite. The LR is a schedule of the optimizer's step installed for the
     sweep (one retrace, nothing recompiled per batch). Afterwards the model's
     weights, the optimizer's variables (`iterations` included), its LR (and
-    any schedule or scale installed by this package's callbacks) and the train
-    function are exactly what they were before.
+    any schedule or scale installed by this package's callbacks) are exactly
+    what they were before; the train function is rebuilt (one more trace at
+    the next `fit`).
 
     Data: numpy arrays, a `tf.data.Dataset`, a `keras.utils.PyDataset` and
     other re-iterable inputs are repeated (epoch after epoch) until the sweep
@@ -490,7 +497,9 @@ def find_lr(
         raise TypeError(
             f"Argument `model` must be a keras.Model. Received: {type(model).__name__}"
         )
-    if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", False):
+    if getattr(model, "optimizer", None) is None or not getattr(
+        model, "compiled", False
+    ):
         raise ValueError(
             "find_lr needs a compiled model: call `model.compile(optimizer, loss)` "
             "first. Received: a model that is not compiled."

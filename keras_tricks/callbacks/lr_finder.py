@@ -21,8 +21,8 @@ class LRFinder(keras.callbacks.Callback):
     that batch, smooths the loss with a bias-corrected EMA, and sets
     `model.stop_training` when the sweep is complete or the smoothed loss
     exceeds `diverge_threshold` times its best (or is not finite). At
-    `on_train_end` it restores the weights, the optimizer's variables, its LR
-    settings and the train function (when `restore=True`) and exposes the
+    `on_train_end` it restores the weights, the optimizer's variables and its LR
+    settings, and rebuilds the train function (when `restore=True`) and exposes the
     curve as `.result`, an :class:`keras_tricks.lr_finder.LRFinderResult`.
 
     The loss of each batch: Keras's `logs["loss"]` is the running mean since
@@ -110,13 +110,15 @@ class LRFinder(keras.callbacks.Callback):
 
         def copy(variables):
             # A copy, not a view: on torch CPU `convert_to_numpy` shares memory.
-            return [(v, np.array(ops.convert_to_numpy(v.value), copy=True)) for v in variables]
+            return [
+                (v, np.array(ops.convert_to_numpy(v.value), copy=True))
+                for v in variables
+            ]
 
         self._saved = {
             "model": copy(model.variables),
             "optimizer": copy(optimizer.variables),
             "control": _control.save_state(optimizer),
-            "train_function": getattr(model, "train_function", None),
         }
 
     def restore(self):
@@ -127,9 +129,13 @@ class LRFinder(keras.callbacks.Callback):
         for variable, value in saved["model"] + saved["optimizer"]:
             variable.assign(value)
         _control.restore_state(saved["control"])
-        # The train function traced for the sweep has the sweep schedule baked
-        # in; the one from before does not need a retrace.
-        self.model.train_function = saved["train_function"]
+        # The sweep's train function has the sweep schedule baked in: build a
+        # new one (traced at the next fit). Keeping the train function from
+        # before the sweep would save that retrace, but on JAX a live jitted
+        # `model.train_step` makes `jax.jit` hand its cached trace to the
+        # next jit of the same bound method: the sweep itself would then run
+        # with the old LR.
+        _control.refresh(self.model)
 
     # -- hooks --------------------------------------------------------------
 
@@ -199,7 +205,10 @@ class LRFinder(keras.callbacks.Callback):
         self._losses.append(loss)
         self._smoothed.append(smoothed)
         logs["lr"] = lr
-        if not math.isfinite(smoothed) or smoothed > self.diverge_threshold * self._best:
+        if (
+            not math.isfinite(smoothed)
+            or smoothed > self.diverge_threshold * self._best
+        ):
             self._stop_reason = "diverged"
         else:
             self._best = min(self._best, smoothed)

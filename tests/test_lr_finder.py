@@ -1,0 +1,507 @@
+"""LR range test: find_lr, the LRFinder callback, suggestions, plot, restoration."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_tricks
+from keras_tricks import _control
+from keras_tricks.callbacks import LRFinder
+from keras_tricks.lr_finder import LRFinderResult, _SweepSchedule, ema_smooth
+
+BACKEND = keras.backend.backend()
+
+
+def _data(n=96, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype("float32")
+    y = (x @ rng.normal(size=(d, 1))).astype("float32") + 0.1
+    return x, y
+
+
+def _model(optimizer=None, **compile_kwargs):
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(3, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer or keras.optimizers.Adam(1e-2), "mse", **compile_kwargs)
+    return model
+
+
+def _state(model):
+    return (
+        [np.array(ops.convert_to_numpy(v.value), copy=True) for v in model.variables],
+        [
+            np.array(ops.convert_to_numpy(v.value), copy=True)
+            for v in model.optimizer.variables
+        ],
+    )
+
+
+def _assert_same_state(before, after):
+    for group_before, group_after in zip(before, after, strict=True):
+        assert len(group_before) == len(group_after)
+        for a, b in zip(group_before, group_after, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+# --- restoration -----------------------------------------------------------
+
+
+def test_restores_weights_optimizer_and_training_exactly():
+    x, y = _data()
+    twin_a = _model(keras.optimizers.Adam(1e-2))
+    twin_b = _model(keras.optimizers.Adam(1e-2))
+    twin_b.set_weights(twin_a.get_weights())
+    for m in (twin_a, twin_b):  # a trained optimizer: iterations > 0, slots != 0
+        m.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    before = _state(twin_a)
+    cls = type(twin_a.optimizer)
+    lr = float(ops.convert_to_numpy(twin_a.optimizer.learning_rate))
+
+    result = keras_tricks.find_lr(
+        twin_a, x, y, batch_size=32, start_lr=1e-4, end_lr=1.0, num_steps=12
+    )
+    assert len(result.lrs) > 0
+    _assert_same_state(before, _state(twin_a))
+    assert type(twin_a.optimizer) is cls
+    assert float(ops.convert_to_numpy(twin_a.optimizer.learning_rate)) == lr
+    assert int(ops.convert_to_numpy(twin_a.optimizer.iterations)) == 3
+
+    # Training afterwards is exactly the training of a model that never swept.
+    for m in (twin_a, twin_b):
+        m.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(twin_a.get_weights(), twin_b.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_restores_installed_schedule_and_scale():
+    x, y = _data()
+    model = _model(keras.optimizers.SGD(0.1))
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    _control.set_schedule(model.optimizer, schedule)
+    _control.set_lr_scale(model.optimizer, 0.25)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    lr_before = _control.current_lr(model.optimizer)
+    keras_tricks.find_lr(
+        model, x, y, batch_size=32, start_lr=1e-4, end_lr=1.0, num_steps=10
+    )
+    opt = _control.base_optimizers(model.optimizer)[0]
+    assert vars(opt)["_kt_schedule"] is schedule
+    assert _control.get_lr_scale(model.optimizer) == 0.25
+    assert _control.current_lr(model.optimizer) == pytest.approx(lr_before)
+    assert lr_before == pytest.approx(0.1 * 0.5 ** (3 / 10) * 0.25, rel=1e-6)
+
+
+def test_control_save_and_restore_state_round_trip():
+    opt = keras.optimizers.Adam(1e-3)
+    saved = _control.save_state(opt)
+    _control.set_schedule(opt, _SweepSchedule(1e-3, 1.0, 10), step_divisor=2)
+    _control.set_lr_scale(opt, 0.5)
+    assert type(opt) is not keras.optimizers.Adam
+    _control.restore_state(saved)
+    assert type(opt) is keras.optimizers.Adam
+    assert not [k for k in vars(opt) if k.startswith("_kt_")]
+    opt.build([keras.Variable(np.zeros(2, "float32"))])
+    assert _control.schedule_step(opt) == 0
+
+
+def test_mixed_float16_restores_and_records_finite_losses():
+    keras.config.set_dtype_policy("mixed_float16")
+    x, y = _data()
+    model = _model(keras.optimizers.Adam(1e-2))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    before = _state(model)
+    result = keras_tricks.find_lr(
+        model, x, y, batch_size=32, start_lr=1e-4, end_lr=1.0, num_steps=10
+    )
+    assert np.isfinite(result.losses).all()
+    _assert_same_state(before, _state(model))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+# --- the per-batch loss ------------------------------------------------------
+
+
+class _TrueBatchLoss(keras.callbacks.Callback):
+    """The MSE of batch `i` under the model's current weights."""
+
+    def __init__(self, x, y, batch_size):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def loss_of(self, i):
+        sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        pred = ops.convert_to_numpy(self.model(self.x[sl]))
+        return float(np.mean((pred - self.y[sl]) ** 2)), len(self.y[sl])
+
+
+def test_recorded_loss_is_the_batch_loss_not_the_running_mean():
+    x, y = _data(n=100)  # batches of 32, 32, 32, 4: unequal sizes
+    model = _model(keras.optimizers.SGD(1e-2))
+    reference = _TrueBatchLoss(x, y, 32)
+    true_losses = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            true_losses.append(reference.loss_of(batch)[0])
+
+    running = []
+
+    class Running(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            running.append(float(ops.convert_to_numpy(logs["loss"])))
+
+    finder = LRFinder(start_lr=1e-3, end_lr=1e-1, num_steps=8)
+    probe = Probe()
+    reference.set_model(model)
+    model.fit(
+        x,
+        y,
+        batch_size=32,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[probe, finder, Running()],
+    )
+    assert finder.result.stop_reason == "completed"
+    np.testing.assert_allclose(finder.result.losses, true_losses, rtol=1e-5)
+    # Keras's running mean of the epoch would have been different.
+    cumulative = np.cumsum(true_losses[:4] * np.array([32, 32, 32, 4])) / np.cumsum(
+        [32, 32, 32, 4]
+    )
+    assert not np.allclose(finder.result.losses[:4], cumulative, rtol=1e-3)
+    np.testing.assert_allclose(running, finder.result.losses, rtol=1e-6)
+    np.testing.assert_allclose(
+        finder.result.lrs, np.geomspace(1e-3, 1e-1, 8), rtol=1e-6
+    )
+
+
+def test_steps_per_execution_two_gives_one_point_per_execution():
+    x, y = _data(n=128)  # 4 batches of 32 an epoch, 2 executions
+    model = _model(keras.optimizers.SGD(1e-2), steps_per_execution=2)
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    before = _state(model)
+    reference = _TrueBatchLoss(x, y, 32)
+    reference.set_model(model)
+
+    # The expected curve, replayed by hand with plain SGD on a copy.
+    replay = _model(keras.optimizers.SGD(1e-2))
+    replay.set_weights(model.get_weights())
+    sweep = _SweepSchedule(1e-3, 1e-1, total=8)
+    expected_losses, expected_lrs = [], []
+    for point in range(4):
+        losses = []
+        for j in (2 * point, 2 * point + 1):
+            i = j % 4
+            xb, yb = x[i * 32 : (i + 1) * 32], y[i * 32 : (i + 1) * 32]
+            replay.optimizer.learning_rate = float(sweep.lr_at(j))
+            losses.append(float(replay.train_on_batch(xb, yb)))
+        expected_losses.append(np.mean(losses))
+        expected_lrs.append(float(sweep.lr_at(2 * point + 0.5)))
+
+    result = keras_tricks.find_lr(
+        model,
+        x,
+        y,
+        batch_size=32,
+        start_lr=1e-3,
+        end_lr=1e-1,
+        num_steps=4,
+        shuffle=False,
+    )
+    assert model.steps_per_execution == 2
+    np.testing.assert_allclose(result.losses, expected_losses, rtol=1e-4)
+    np.testing.assert_allclose(result.lrs, expected_lrs, rtol=1e-6)
+    _assert_same_state(before, _state(model))
+
+
+def test_exp_and_linear_sweeps_and_smoothing():
+    x, y = _data()
+    for mode, expected in (
+        ("exp", np.geomspace(1e-4, 1e-2, 12)),
+        ("linear", np.linspace(1e-4, 1e-2, 12)),
+    ):
+        model = _model(keras.optimizers.SGD(1e-3))
+        result = keras_tricks.find_lr(
+            model,
+            x,
+            y,
+            batch_size=32,
+            start_lr=1e-4,
+            end_lr=1e-2,
+            num_steps=12,
+            mode=mode,
+        )
+        np.testing.assert_allclose(result.lrs, expected, rtol=1e-6)
+        assert result.stop_reason == "completed"
+        np.testing.assert_allclose(
+            result.smoothed_losses, ema_smooth(result.losses, 0.98)
+        )
+    # Bias-corrected EMA by hand.
+    smoothed = ema_smooth([1.0, 3.0], beta=0.5)
+    np.testing.assert_allclose(smoothed, [1.0, (0.25 + 1.5) / 0.75])
+
+
+@pytest.mark.backends("jax", "tensorflow")
+def test_one_trace_for_the_sweep():
+    x, y = _data(n=96)
+    model = _model(keras.optimizers.SGD(1e-3))
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    traces = []
+    original = model.train_step
+
+    def counting_train_step(*args):
+        traces.append(1)
+        return original(*args)
+
+    model.train_step = counting_train_step
+    keras_tricks.find_lr(
+        model, x, y, batch_size=32, start_lr=1e-4, end_lr=1e-2, num_steps=9
+    )
+    assert len(traces) == 1
+
+
+@pytest.mark.backends("jax")
+def test_sweep_after_a_fit_really_uses_the_sweep_lr_on_jax():
+    # jax.jit reuses a live trace of the same bound `train_step`: the sweep
+    # must not run on the trace of the earlier fit (its LR was 1e-2).
+    x, y = _data(n=32)
+    model = _model(keras.optimizers.SGD(1e-2))
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    twin = _model(keras.optimizers.SGD(1e-3))
+    twin.set_weights(model.get_weights())
+    finder = LRFinder(start_lr=1e-3, end_lr=1.0, num_steps=2, restore=False)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[finder])
+    twin.train_on_batch(x, y)
+    for a, b in zip(model.get_weights(), twin.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_divergence_stops_the_sweep():
+    x, y = _data(n=256)
+    model = _model(keras.optimizers.SGD(1e-3))
+    result = keras_tricks.find_lr(
+        model, x, y, batch_size=16, start_lr=1e-4, end_lr=1e4, num_steps=60
+    )
+    assert result.stop_reason == "diverged"
+    assert len(result.lrs) < 60
+    last = result.smoothed_losses[-1]
+    best = np.min(result.smoothed_losses[:-1])
+    assert not np.isfinite(last) or last > 4.0 * best
+    assert result.suggestion() < result.lrs[-1]
+
+
+# --- data inputs ---------------------------------------------------------------
+
+
+def test_repeats_arrays_and_pydataset_and_takes_an_endless_generator():
+    x, y = _data(n=64)
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return x[i * 32 : (i + 1) * 32], y[i * 32 : (i + 1) * 32]
+
+    def endless():
+        while True:
+            for i in range(2):
+                yield x[i * 32 : (i + 1) * 32], y[i * 32 : (i + 1) * 32]
+
+    for data, target in ((x, y), (Batches(), None), (endless(), None)):
+        model = _model(keras.optimizers.SGD(1e-3))
+        result = keras_tricks.find_lr(
+            model,
+            data,
+            target,
+            batch_size=32 if target is not None else None,
+            start_lr=1e-4,
+            end_lr=1e-2,
+            num_steps=7,
+        )
+        assert len(result.lrs) == 7 and result.stop_reason == "completed"
+
+
+@pytest.mark.backends("tensorflow")
+def test_tf_data_dataset():
+    import tensorflow as tf
+
+    x, y = _data(n=64)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    model = _model(keras.optimizers.SGD(1e-3))
+    result = keras_tricks.find_lr(
+        model, dataset, start_lr=1e-4, end_lr=1e-2, num_steps=10
+    )
+    assert len(result.lrs) == 10
+
+
+def test_short_generator_is_a_clear_error_and_model_is_restored():
+    x, y = _data(n=64)
+    model = _model(keras.optimizers.SGD(1e-3))
+    model.fit(x, y, batch_size=32, verbose=0)
+    before = _state(model)
+
+    def three_batches():
+        for i in range(3):
+            yield x[i * 16 : (i + 1) * 16], y[i * 16 : (i + 1) * 16]
+
+    with pytest.raises(ValueError, match="data ran out after 3 of the 10 points"):
+        keras_tricks.find_lr(
+            model, three_batches(), start_lr=1e-4, end_lr=1e-2, num_steps=10
+        )
+    _assert_same_state(before, _state(model))
+
+
+# --- errors ---------------------------------------------------------------------
+
+
+def test_clear_errors():
+    x, y = _data()
+    bare = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match="compiled model"):
+        keras_tricks.find_lr(bare, x, y)
+    model = _model()
+    with pytest.raises(
+        ValueError, match=r"`start_lr` must be < end_lr.*start_lr=1.0, end_lr=0.1"
+    ):
+        keras_tricks.find_lr(model, x, y, start_lr=1.0, end_lr=0.1)
+    with pytest.raises(ValueError, match="`mode`"):
+        LRFinder(mode="cosine")
+    with pytest.raises(ValueError, match="`num_steps`"):
+        LRFinder(num_steps=1)
+    with pytest.raises(ValueError, match="`diverge_threshold`"):
+        LRFinder(diverge_threshold=0.5)
+    with pytest.raises(ValueError, match="manages the fit arguments"):
+        keras_tricks.find_lr(model, x, y, epochs=3)
+
+
+def test_immediate_divergence_suggests_a_lower_start_lr():
+    x, y = _data(n=256)
+    x = x * 100.0
+    model = _model(keras.optimizers.SGD(1e-3))
+    before = _state(model)
+    with pytest.raises(ValueError, match="lower `start_lr`"):
+        keras_tricks.find_lr(
+            model, x, y, batch_size=16, start_lr=10.0, end_lr=1e4, num_steps=50
+        )
+    _assert_same_state(before, _state(model))
+
+
+# --- suggestions on synthetic curves -----------------------------------------
+
+
+def _synthetic(losses, lrs=None):
+    losses = np.asarray(losses, dtype="float64")
+    lrs = np.geomspace(1e-6, 1.0, len(losses)) if lrs is None else lrs
+    return LRFinderResult(lrs, losses, smoothed_losses=losses)
+
+
+def test_minimum_is_lowest_loss_over_ten():
+    lrs = np.geomspace(1e-6, 1.0, 61)  # 10 points a decade
+    result = _synthetic((np.log10(lrs) + 2.0) ** 2, lrs)
+    assert result.suggestion("minimum") == pytest.approx(1e-3)
+
+
+def test_steep_is_the_steepest_descent_against_log_lr():
+    lrs = np.geomspace(1e-6, 1.0, 61)
+    result = _synthetic(-np.tanh(3.0 * (np.log10(lrs) + 3.05)), lrs)
+    # The steepest forward difference straddles log10 lr = -3.05: from 1e-3.1.
+    assert result.suggestion("steep") == pytest.approx(10**-3.1)
+
+
+def test_valley_picks_past_the_middle_of_the_longest_decrease():
+    # 40 points: skip 4 at the start, 5 at the end. Flat noise, then a strict
+    # decrease on indices 10..28, then a rise.
+    losses = np.empty(40)
+    losses[:10] = np.linspace(0.95, 1.0, 10)  # rising: no long decrease here
+    losses[10:29] = np.linspace(1.9, 0.1, 19)
+    losses[29:] = np.linspace(0.2, 3.0, 11)
+    result = _synthetic(losses)
+    start, end = 10, 28
+    section = (end - start) / 3
+    assert result.suggestion_index("valley") == start + int(section) + int(section / 2)
+
+
+def test_chain_takes_the_biggest_drop_and_the_thirty_percent_point():
+    losses = np.concatenate(
+        [
+            np.full(6, 3.0),
+            np.linspace(3.0, 2.8, 6)[1:],  # a small early drop
+            [2.9],
+            np.linspace(2.9, 0.9, 21)[1:],  # the big drop: 2.9 -> 0.9
+            np.linspace(1.0, 4.0, 10),
+        ]
+    )
+    result = _synthetic(losses)
+    # The big chain runs from index 11 (2.9) to 31 (0.9); 0.7*2.9 + 0.3*0.9
+    # = 2.3 is six 0.1-steps down from 2.9.
+    assert result.suggestion_index("chain") == 17
+
+
+def test_suggestions_cut_at_nan_and_reject_too_few_points():
+    losses = np.concatenate([np.linspace(2.0, 0.5, 30), [np.nan] * 10])
+    result = _synthetic(losses)
+    assert result.suggestion_index("minimum") == 29
+    with pytest.raises(ValueError, match="`method`"):
+        result.suggestion("best")
+    short = LRFinderResult(
+        [1e-3, 1e-2], [1.0, np.inf], num_steps=100, stop_reason="diverged"
+    )
+    with pytest.raises(ValueError, match="lower `start_lr`"):
+        short.suggestion()
+    assert short.suggestions() == {}
+
+
+def test_repr_is_one_line():
+    lrs = np.geomspace(1e-5, 1.0, 40)
+    result = _synthetic((np.log10(lrs) + 2) ** 2, lrs)
+    text = repr(result)
+    assert "\n" not in text and text == str(result)
+    assert "points=40/40" in text and "valley=" in text
+
+
+def test_plot_marks_the_suggestions():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lrs = np.geomspace(1e-6, 1.0, 60)
+    result = _synthetic(1.5 - np.tanh(np.log10(lrs) + 3) + (lrs > 0.1) * 4, lrs)
+    ax = result.plot(methods=("valley", "steep", "minimum", "chain"))
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert ax.get_xscale() == "log"
+    assert (
+        sum(
+            label.startswith(("valley", "steep", "minimum", "chain"))
+            for label in labels
+        )
+        == 4
+    )
+    plt.close(ax.figure)
+
+
+# --- the callback -------------------------------------------------------------
+
+
+def test_callback_round_trip_and_reuse():
+    finder = LRFinder(start_lr=1e-5, end_lr=1.0, num_steps=10, mode="linear", beta=0.9)
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(finder)
+    )
+    assert isinstance(restored, LRFinder)
+    assert restored.get_config() == finder.get_config()
+    x, y = _data(n=64)
+    model = _model(keras.optimizers.SGD(1e-3))
+    for _ in range(2):  # reused across fits: state resets at on_train_begin
+        model.fit(x, y, batch_size=16, epochs=5, callbacks=[restored], verbose=0)
+        assert len(restored.result.lrs) == 10
+        assert restored.result.stop_reason == "completed"
+        assert int(ops.convert_to_numpy(model.optimizer.iterations)) == 0
