@@ -1,0 +1,99 @@
+"""Callback state that survives an interrupted `fit`.
+
+Keras's `BackupAndRestore` restores the weights, the optimizer and the epoch,
+but not the state of callbacks. A plateau rule that forgets its best value and
+its wait counter after a restart decides differently from an uninterrupted
+run. So the stateful callbacks of this package:
+
+* register themselves on the model in `set_model` (``model._keras_tricks_stateful``);
+* expose ``get_state()`` (a JSON-serializable dict) and ``set_state(dict)``;
+* apply a pending state, stashed on the model by
+  `keras_tricks.callbacks.BackupAndRestore` when it resumes, at their first
+  ``on_epoch_begin`` (after every ``on_train_begin`` has run, so the order of
+  the callback list does not matter);
+* tell the backup when their state changed at the end of an epoch, so that a
+  backup listed before them in the callback list saves the new state too.
+
+A callback is identified across runs by its class name, its monitored
+quantity and, for several of the same kind, its rank among them in the
+callback list. The callbacks of one `fit` are told apart from those of an
+earlier one on the same model by the `params` dict that Keras hands to every
+callback of one callback list.
+"""
+
+REGISTRY = "_keras_tricks_stateful"
+PENDING = "_keras_tricks_pending_state"
+BACKUP = "_keras_tricks_backup"
+
+
+def register(model, callback):
+    """Record ``callback`` as a stateful callback of ``model``."""
+    if model is None:
+        return
+    registry = getattr(model, REGISTRY, None)
+    if registry is None:
+        registry = []
+        try:
+            setattr(model, REGISTRY, registry)
+        except AttributeError:
+            return
+    if not any(entry is callback for entry in registry):
+        registry.append(callback)
+
+
+def _same_fit(a, b):
+    pa, pb = getattr(a, "params", None), getattr(b, "params", None)
+    if pa is None or pb is None:
+        return True
+    return pa is pb
+
+
+def active_callbacks(model, anchor):
+    """The stateful callbacks of ``model`` in the same callback list as ``anchor``."""
+    registry = getattr(model, REGISTRY, None) or []
+    return [cb for cb in registry if _same_fit(cb, anchor)]
+
+
+def base_key(callback):
+    monitor = getattr(callback, "monitor", None)
+    name = type(callback).__name__
+    return f"{name}:{monitor}" if monitor else name
+
+
+def state_key(model, callback):
+    """A name for ``callback`` that is the same in a resumed run."""
+    key = base_key(callback)
+    rank = 0
+    for other in active_callbacks(model, callback):
+        if other is callback:
+            break
+        if base_key(other) == key:
+            rank += 1
+    return key if rank == 0 else f"{key}#{rank}"
+
+
+def collect(model, anchor):
+    """``{key: state}`` of the stateful callbacks that run with ``anchor``."""
+    return {
+        state_key(model, cb): cb.get_state() for cb in active_callbacks(model, anchor)
+    }
+
+
+def stash(model, states):
+    """Keep restored states on the model until each callback takes its own."""
+    setattr(model, PENDING, dict(states))
+
+
+def take_pending(model, callback):
+    """Pop the restored state meant for ``callback``, or None."""
+    pending = getattr(model, PENDING, None)
+    if not pending:
+        return None
+    return pending.pop(state_key(model, callback), None)
+
+
+def state_changed(model, callback, weights_changed=False):
+    """Tell an active backup that ``callback`` changed its state."""
+    backup = getattr(model, BACKUP, None)
+    if backup is not None and _same_fit(backup, callback):
+        backup._state_changed(weights_changed)
