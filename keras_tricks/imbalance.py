@@ -537,7 +537,9 @@ class OversampledDataset(keras.utils.PyDataset):
             Needed when `y` is a list or dict, or is not a class label array
             itself. Defaults to None (use `y`).
         **pydataset_kwargs: `workers`, `use_multiprocessing`,
-            `max_queue_size`, passed to `keras.utils.PyDataset`.
+            `max_queue_size`, passed to `keras.utils.PyDataset`. Prefer
+            threads (`workers > 1`): `use_multiprocessing=True` pickles the
+            dataset, arrays included, to every worker process.
 
     Raises:
         ValueError: `x`, `y`, `labels` or `sample_weight` differ in length,
