@@ -98,7 +98,15 @@ class SGDR(keras.optimizers.schedules.LearningRateSchedule):
             return ops.multiply(i, t0)
         grown = ops.exp(ops.multiply(i, math.log(t_mul)))
         start = ops.divide(ops.multiply(ops.subtract(grown, 1.0), t0), t_mul - 1.0)
-        return ops.round(start) if self._integral else start
+        nearest = ops.round(start)
+        if self._integral:
+            return nearest
+        # A restart that falls on an integer step (t_mul=1.5, T_0=8: steps 8,
+        # 20, 38, 65) must happen at that step, not one step late because
+        # float32 gave 65.00001: snap boundaries within a few ulps of an integer.
+        tolerance = ops.add(1e-4, ops.multiply(1e-6, ops.abs(start)))
+        close = ops.less_equal(ops.abs(ops.subtract(start, nearest)), tolerance)
+        return ops.where(close, nearest, start)
 
     def _cycle_span_total(self):
         """Steps (after warmup) before the LR holds `min_lr`, or None."""
