@@ -802,6 +802,8 @@ def scale_hparams(
     warmup_steps = None
     if steps_per_epoch is not None:
         warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+        if warmup_epochs > 0:
+            warmup_steps = max(1, warmup_steps)
 
     def smith(lr_, wd_, batch_):
         if wd_ is None:

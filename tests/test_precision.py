@@ -459,6 +459,8 @@ def test_sqrt_rule():
 def test_warmup_is_capped_at_ten_percent_of_a_short_run_and_zero_when_shrinking():
     assert precision.scale_hparams(0.1, 128, 512, epochs=20).warmup_epochs == 2.0
     assert precision.scale_hparams(0.1, 128, 512, epochs=200).warmup_epochs == 5.0
+    tiny = precision.scale_hparams(0.1, 128, 512, epochs=2, steps_per_epoch=2)
+    assert tiny.warmup_epochs == pytest.approx(0.2) and tiny.warmup_steps == 1
     smaller = precision.scale_hparams(0.4, 1024, 256)
     assert smaller.lr == pytest.approx(0.1)
     assert smaller.warmup_epochs == 0.0 and smaller.warmup_steps is None
