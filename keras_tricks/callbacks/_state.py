@@ -26,17 +26,34 @@ PENDING = "_keras_tricks_pending_state"
 BACKUP = "_keras_tricks_backup"
 
 
+class _Box:
+    """A plain holder: Keras's layer tracking wraps lists and dicts set on a
+    model into tracked copies, so they are kept in a box instead."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _get(model, name):
+    box = getattr(model, name, None)
+    return box.value if isinstance(box, _Box) else None
+
+
+def _set(model, name, value):
+    try:
+        setattr(model, name, _Box(value))
+    except AttributeError:
+        pass
+
+
 def register(model, callback):
     """Record ``callback`` as a stateful callback of ``model``."""
     if model is None:
         return
-    registry = getattr(model, REGISTRY, None)
+    registry = _get(model, REGISTRY)
     if registry is None:
         registry = []
-        try:
-            setattr(model, REGISTRY, registry)
-        except AttributeError:
-            return
+        _set(model, REGISTRY, registry)
     if not any(entry is callback for entry in registry):
         registry.append(callback)
 
@@ -50,7 +67,7 @@ def _same_fit(a, b):
 
 def active_callbacks(model, anchor):
     """The stateful callbacks of ``model`` in the same callback list as ``anchor``."""
-    registry = getattr(model, REGISTRY, None) or []
+    registry = _get(model, REGISTRY) or []
     return [cb for cb in registry if _same_fit(cb, anchor)]
 
 
@@ -81,12 +98,12 @@ def collect(model, anchor):
 
 def stash(model, states):
     """Keep restored states on the model until each callback takes its own."""
-    setattr(model, PENDING, dict(states))
+    _set(model, PENDING, dict(states))
 
 
 def take_pending(model, callback):
     """Pop the restored state meant for ``callback``, or None."""
-    pending = getattr(model, PENDING, None)
+    pending = _get(model, PENDING)
     if not pending:
         return None
     return pending.pop(state_key(model, callback), None)
@@ -94,6 +111,6 @@ def take_pending(model, callback):
 
 def state_changed(model, callback, weights_changed=False):
     """Tell an active backup that ``callback`` changed its state."""
-    backup = getattr(model, BACKUP, None)
+    backup = _get(model, BACKUP)
     if backup is not None and _same_fit(backup, callback):
         backup._state_changed(weights_changed)

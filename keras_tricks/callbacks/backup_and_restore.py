@@ -91,12 +91,13 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             "delete_checkpoint": self.delete_checkpoint,
         }
 
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
     def set_model(self, model):
         super().set_model(model)
-        try:
-            setattr(model, _state.BACKUP, self)
-        except AttributeError:
-            pass
+        _state._set(model, _state.BACKUP, self)
 
     # --- restore -----------------------------------------------------------
 
