@@ -15,5 +15,6 @@ from keras_tricks import (  # noqa: E402
     precision,
     schedules,
 )
+from keras_tricks.lr_finder import find_lr  # noqa: E402
 
-__all__ = ["__version__", "callbacks", "imbalance", "layers", "optimizers", "precision", "schedules"]
+__all__ = ["__version__", "callbacks", "find_lr", "imbalance", "layers", "optimizers", "precision", "schedules"]
