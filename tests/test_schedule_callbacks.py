@@ -585,3 +585,20 @@ def test_no_batch_hooks():
     for cls in (ktc.OneCycle, ktc.SGDR, ktc.WarmupCosine, ktc.CyclicLR):
         for hook in ("on_train_batch_begin", "on_train_batch_end", "on_batch_end"):
             assert getattr(cls, hook) is getattr(keras.callbacks.Callback, hook)
+
+
+def test_lookup_table_equals_the_schedule():
+    # The PyTorch path looks the values up in a table made by the schedule.
+    from keras_tricks.callbacks._schedule_callback import _PlacedSchedule
+
+    schedule = schedules.OneCycle(0.05, 20)
+    direct = _PlacedSchedule(schedule, origin=6, divisor=2)
+    table = _PlacedSchedule(schedule, origin=6, divisor=2, table_size=22)
+    steps = np.arange(0, 60)  # before the origin, inside, past the table
+    np.testing.assert_allclose(_values(table, steps), _values(direct, steps), rtol=1e-6)
+    np.testing.assert_allclose(
+        _values(table.momentum, steps), _values(direct.momentum, steps), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        _values(direct, [6, 7, 8, 46]), _values(schedule, [0, 0, 1, 20]), rtol=1e-6
+    )

@@ -33,6 +33,7 @@ adds no variable to the optimizer.
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_tricks import _control
@@ -41,18 +42,44 @@ from keras_tricks.schedules import _primitives as P
 _COUNTS = ("updates", "batches")
 
 
+# Largest lookup table (see `_PlacedSchedule`): 4 MiB of float32.
+_MAX_TABLE = 2**20
+
+
 class _PlacedSchedule:
     """A schedule moved to start at optimizer step `origin`.
 
     `divisor` turns batches into real updates under Keras's built-in
     `gradient_accumulation_steps`. The shift comes before the division so that
     an origin that is not a multiple of the divisor stays exact.
+
+    With `table_size=n` the schedule is evaluated once, vectorized, for the
+    steps `0 .. n-1` this fit can reach, and each update looks its value up
+    (one gather, the step clamped to the table). PyTorch runs the train step
+    eagerly, op by op, where the few dozen scalar ops of a schedule cost more
+    than the update of a small model; TensorFlow and JAX compile them into
+    the step, so they get no table.
     """
 
-    def __init__(self, schedule, origin, divisor):
+    def __init__(self, schedule, origin, divisor, table_size=None):
         self.schedule = schedule
         self.origin = int(origin)
         self.divisor = int(divisor)
+        self._lr_table = self._momentum_table = None
+        if table_size is not None and 0 < table_size <= _MAX_TABLE:
+            steps = np.arange(table_size, dtype="int64")
+            self._lr_table = self._table(schedule, steps)
+            if getattr(schedule, "has_momentum", False):
+                self._momentum_table = self._table(schedule.momentum, steps)
+
+    @staticmethod
+    def _table(fn, steps):
+        values = ops.convert_to_numpy(fn(ops.convert_to_tensor(steps)))
+        return ops.convert_to_tensor(np.asarray(values, dtype="float32"))
+
+    def _lookup(self, table, step):
+        last = int(table.shape[0]) - 1
+        return ops.take(table, ops.minimum(self._local_step(step), last))
 
     def _local_step(self, step):
         if self.origin:
@@ -62,9 +89,13 @@ class _PlacedSchedule:
         return step
 
     def __call__(self, step):
+        if self._lr_table is not None:
+            return self._lookup(self._lr_table, step)
         return self.schedule(self._local_step(step))
 
     def momentum(self, step):
+        if self._momentum_table is not None:
+            return self._lookup(self._momentum_table, step)
         return self.schedule.momentum(self._local_step(step))
 
 
@@ -113,6 +144,7 @@ class ScheduleCallback(keras.callbacks.Callback):
         self._divisor = 1
         self._unit_per_batch = 1.0
         self._iters_per_epoch = None
+        self._fit_steps = None
 
     # -- to implement -------------------------------------------------------
 
@@ -174,9 +206,12 @@ class ScheduleCallback(keras.callbacks.Callback):
         per_epoch = None
         if steps is not None:
             per_epoch = steps * self._unit_per_batch
-            if total is None and epochs:
+            if epochs:
                 rounding = math.ceil if kind == "wrapper" else math.floor
-                total = max(1, int(rounding(epochs * steps * self._unit_per_batch)))
+                fit_steps = int(rounding(epochs * steps * self._unit_per_batch))
+                self._fit_steps = max(1, fit_steps)
+                if total is None:
+                    total = self._fit_steps
         needs = self._needs()
         if ("total" in needs and total is None) or (
             "per_epoch" in needs and per_epoch is None
@@ -214,7 +249,13 @@ class ScheduleCallback(keras.callbacks.Callback):
         # A resumed run may have fewer iterations than batches seen (the
         # updates that a LossScaleOptimizer skipped): never before step 0.
         origin = max(origin, 0)
-        self._placed = _PlacedSchedule(self._schedule, origin, self._divisor)
+        table_size = None
+        if keras.backend.backend() == "torch" and self._fit_steps is not None:
+            # Every step this fit reaches, and the one after (logged as "lr").
+            table_size = self._fit_steps + 2
+        self._placed = _PlacedSchedule(
+            self._schedule, origin, self._divisor, table_size=table_size
+        )
         _control.set_schedule(optimizer, self._placed)
         if self._cycle_momentum:
             _control.set_momentum_fn(optimizer, self._placed.momentum)
