@@ -22,7 +22,10 @@ if os.environ["KERAS_BACKEND"] == "tensorflow":
     _cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(
         _cpus[0],
-        [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
+        [
+            tf.config.LogicalDeviceConfiguration(),
+            tf.config.LogicalDeviceConfiguration(),
+        ],
     )
 
 import keras  # noqa: E402

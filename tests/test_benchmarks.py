@@ -17,7 +17,10 @@ def test_convergence_benchmark_quick_mode_runs():
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "convergence.py"), "--quick"],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| kt:")]

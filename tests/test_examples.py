@@ -14,7 +14,9 @@ import sys
 import keras
 import pytest
 
-EXAMPLES = sorted(pathlib.Path(__file__).parent.parent.joinpath("examples").glob("*.py"))
+EXAMPLES = sorted(
+    pathlib.Path(__file__).parent.parent.joinpath("examples").glob("*.py")
+)
 BACKEND = keras.backend.backend()
 
 
