@@ -119,12 +119,12 @@ def keras_cosine_warmup(data, epochs):
     return keras.optimizers.Adam(schedule), [], 0.0
 
 
-def kt_finder_one_cycle(data, epochs, centralize=False):
+def kt_finder_one_cycle(data, epochs, centralize=False, method="valley"):
     x_tr, y_tr, _, _, n_classes, _ = data
     start = time.perf_counter()
     probe = make_model(x_tr.shape[1], n_classes, keras.optimizers.Adam())
     result = keras_tricks.find_lr(probe, x_tr, y_tr, batch_size=BATCH, verbose=0)
-    max_lr = float(result.suggestion())
+    max_lr = float(result.suggestion(method))
     spent = time.perf_counter() - start
     opt = keras.optimizers.Adam()
     if centralize:
@@ -134,6 +134,13 @@ def kt_finder_one_cycle(data, epochs, centralize=False):
 
 def kt_finder_one_cycle_gc(data, epochs):
     return kt_finder_one_cycle(data, epochs, centralize=True)
+
+
+def kt_finder_minimum_one_cycle(data, epochs):
+    # One-cycle's peak is meant to sit near the edge of divergence (Smith):
+    # the `minimum` suggestion (LR at the loss minimum / 10) is bolder than
+    # `valley`, which suits a constant LR.
+    return kt_finder_one_cycle(data, epochs, method="minimum")
 
 
 def kt_warmup_cosine(data, epochs):
@@ -157,6 +164,7 @@ RECIPES = {
     "Adam + Keras CosineDecay(warmup)": keras_cosine_warmup,
     "kt: find_lr + OneCycle": kt_finder_one_cycle,
     "kt: find_lr + OneCycle + GC": kt_finder_one_cycle_gc,
+    "kt: find_lr(minimum) + OneCycle": kt_finder_minimum_one_cycle,
     "kt: WarmupCosine": kt_warmup_cosine,
     "kt: SGDR": kt_sgdr,
     "kt: SmartReduceLROnPlateau": kt_smart_plateau,
