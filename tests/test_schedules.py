@@ -274,24 +274,21 @@ def _warmup_len(kwargs):
     return kwargs.get("warmup_steps", 0)
 
 
-@pytest.mark.parametrize("kwargs", WARMUP_CASES)
 @pytest.mark.parametrize("cls,shape", [(WarmupCosine, "cos"), (WarmupLinear, "linear")])
-def test_warmup_decay_matches_reference(cls, shape, kwargs):
-    total = kwargs["total_steps"]
-    w = _warmup_len(kwargs)
-    init, final = kwargs.get("initial_lr", 0.0), kwargs.get("final_lr", 0.0)
-    steps = np.arange(total + 20)
-    ref = [
-        warmup_reference(s, kwargs["peak_lr"], total, w, init, final, shape)
-        for s in steps
-    ]
-    schedule = cls(**kwargs)
-    assert_close(values(schedule, steps), ref, kwargs["peak_lr"])
-    # Peak right at the end of the warmup; final value from total_steps on.
-    np.testing.assert_allclose(float(schedule(w)), kwargs["peak_lr"], rtol=1e-6)
-    np.testing.assert_allclose(
-        values(schedule, [total, total + 1000]), final, atol=1e-7
-    )
+def test_warmup_decay_matches_reference(cls, shape):
+    for kwargs in WARMUP_CASES:
+        total, peak = kwargs["total_steps"], kwargs["peak_lr"]
+        w = _warmup_len(kwargs)
+        init, final = kwargs.get("initial_lr", 0.0), kwargs.get("final_lr", 0.0)
+        steps = np.arange(total + 20)
+        ref = [warmup_reference(s, peak, total, w, init, final, shape) for s in steps]
+        schedule = cls(**kwargs)
+        assert_close(values(schedule, steps), ref, peak)
+        # Peak right at the end of the warmup; final value from total_steps on.
+        np.testing.assert_allclose(float(schedule(w)), peak, rtol=1e-6)
+        np.testing.assert_allclose(
+            values(schedule, [total, total + 1000]), final, atol=1e-7
+        )
 
 
 def test_warmup_cosine_decay_matches_keras_cosine_decay():
@@ -540,4 +537,24 @@ def test_error_message_format():
     assert str(info.value) == (
         "Argument `warmup_steps` must be < total_steps. "
         "Received: warmup_steps=500, total_steps=100"
+    )
+
+
+def test_schedule_drives_compiled_fit():
+    # Inside model.fit's compiled step (XLA, steps_per_execution > 1 where allowed): the optimizer's
+    # LR after training is the schedule at the optimizer's step count.
+    schedule = OneCycle(max_lr=0.05, total_steps=12)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=schedule),
+        loss="mse",
+        # PyTorch's trainer only allows steps_per_execution=1.
+        steps_per_execution=1 if keras.backend.backend() == "torch" else 2,
+        jit_compile=keras.backend.backend() != "torch",
+    )
+    x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
+    model.fit(x, x[:, :1], batch_size=4, epochs=1, verbose=0)
+    assert int(model.optimizer.iterations) == 8
+    assert float(model.optimizer.learning_rate) == pytest.approx(
+        float(schedule(8)), rel=1e-6
     )
