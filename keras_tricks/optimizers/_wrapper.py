@@ -172,7 +172,11 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
                 "built (i.e. its variables must have been created). You can "
                 "build it via `optimizer.build(trainable_variables)`."
             )
-        optimizer_variables = list(optimizer_variables)
+        # A LossScaleOptimizer around us passes `keras.Variable`s (read
+        # through its StatelessScope): turn everything into plain tensors,
+        # which is what the branches of `ops.cond` may return on JAX.
+        optimizer_variables = [ops.convert_to_tensor(v) for v in optimizer_variables]
+        trainable_variables = [ops.convert_to_tensor(v) for v in trainable_variables]
         n_own = len(self._variables)
         own_values = optimizer_variables[:n_own]
         inner_values = optimizer_variables[n_own:]
