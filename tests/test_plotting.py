@@ -2,13 +2,13 @@
 
 import sys
 
-import matplotlib
 import numpy as np
 import pytest
 from keras import ops
 
 from keras_tricks.schedules import SGDR, OneCycle, plot_schedule
 
+matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 
 
