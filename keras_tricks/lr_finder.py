@@ -491,7 +491,7 @@ def find_lr(
     result.plot(methods=("valley", "steep"))
     ```
     """
-    from keras_tricks.callbacks.lr_finder import LRFinder
+    from keras_tricks.callbacks.lr_finder import LRFinder, batches_per_execution
 
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -539,8 +539,7 @@ def find_lr(
     else:
         # Enough epochs for the sweep even at one batch an epoch; the finder
         # stops training as soon as the LR schedule has run its course.
-        execution = max(int(getattr(model, "steps_per_execution", 1) or 1), 1)
-        epochs = 4 * num_steps * execution + 10
+        epochs = 4 * num_steps * batches_per_execution(model) + 10
     try:
         with warnings.catch_warnings():
             # A one-shot generator that runs short makes Keras warn; the clear

@@ -10,6 +10,12 @@ from keras_tricks import _control
 from keras_tricks.lr_finder import LRFinderResult, _SweepSchedule, validate_sweep_args
 
 
+def batches_per_execution(model):
+    """The model's `steps_per_execution` as an int (1 when not a fixed int)."""
+    value = getattr(model, "steps_per_execution", 1)
+    return value if isinstance(value, int) and value > 1 else 1
+
+
 @keras.saving.register_keras_serializable(package="keras_tricks")
 class LRFinder(keras.callbacks.Callback):
     """LR range test inside `model.fit`; stops training when done.
@@ -153,7 +159,7 @@ class LRFinder(keras.callbacks.Callback):
         self._lrs, self._losses, self._smoothed = [], [], []
         self._avg, self._best = 0.0, math.inf
         self._stop_reason = None
-        self._execution = max(int(getattr(model, "steps_per_execution", 1) or 1), 1)
+        self._execution = batches_per_execution(model)
         if self.restore_state:
             self._save(model)
         self._schedule = _SweepSchedule(
