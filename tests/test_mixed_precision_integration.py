@@ -305,18 +305,7 @@ def _hidden_model(optimizer):
     return model
 
 
-def test_gradient_centralization_centralizes_the_update(policy, request):
-    if keras.backend.backend() == "jax" and policy == "mixed_float16":
-        # Found by this test (reported): LossScaleOptimizer(GradientCentralization)
-        # fails to trace on JAX, a branch of its `ops.cond` returns a Keras
-        # Variable. GradientAccumulation(GradientCentralization) works (below).
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="GradientCentralization under LossScaleOptimizer on JAX "
-                "returns a Variable from stateless_apply",
-                raises=ValueError,
-            )
-        )
+def test_gradient_centralization_centralizes_the_update(policy):
     x, y = _data()
     model = _hidden_model(
         kt_optimizers.GradientCentralization(keras.optimizers.SGD(0.05))
