@@ -160,6 +160,23 @@ def test_schedule_callback_lr_is_the_one_used(policy, name):
     )
 
 
+def test_schedule_object_as_the_optimizer_learning_rate(policy):
+    # The schedules also work without a callback, passed to the optimizer.
+    schedule = keras_tricks.schedules.WarmupCosine(
+        peak_lr=0.05, total_steps=8, warmup_steps=3, initial_lr=0.01
+    )
+    x, y = _data()
+    model = _linear_model(keras.optimizers.SGD(learning_rate=schedule))
+    _loss_scaled(model, policy)
+    recorder = _Recorder()
+    history = _fit(model, x, y, [recorder], epochs=2)
+    _check_trained(history, recorder)
+    expected = [float(keras.ops.convert_to_numpy(schedule(i))) for i in range(8)]
+    np.testing.assert_allclose(
+        _used_lrs(x, y, recorder.kernels), expected, rtol=3e-2, atol=1e-6
+    )
+
+
 def test_one_cycle_momentum_cycling(policy):
     x, y = _data()
     model = _linear_model(keras.optimizers.SGD(learning_rate=0.01, momentum=0.9))
