@@ -507,3 +507,20 @@ def test_callback_round_trip_and_reuse():
         assert len(restored.result.lrs) == 10
         assert restored.result.stop_reason == "completed"
         assert int(ops.convert_to_numpy(model.optimizer.iterations)) == 0
+
+
+def test_noisy_small_losses_at_the_start_do_not_stop_the_sweep():
+    # Batch losses alternate between 1e-4 and 1 (a trained model's small,
+    # noisy losses, exaggerated): the smoothed loss of the second point is
+    # far above 4x the first. The warm-up (first 10% of the points) must not
+    # call that a divergence.
+    x = np.zeros((100, 1), "float32")
+    y = np.tile(np.array([[0.01], [0.01], [1.0], [1.0]], "float32"), (25, 1))
+    model = keras.Sequential(
+        [keras.Input((1,)), keras.layers.Dense(1, kernel_initializer="zeros")]
+    )
+    model.compile(keras.optimizers.SGD(), "mse")
+    finder = LRFinder(start_lr=1e-9, end_lr=1e-8, num_steps=50)
+    model.fit(x, y, batch_size=2, epochs=1, shuffle=False, callbacks=[finder], verbose=0)
+    assert finder.result.stop_reason == "completed"
+    assert len(finder.result.lrs) == 50

@@ -211,13 +211,18 @@ class LRFinder(keras.callbacks.Callback):
         self._losses.append(loss)
         self._smoothed.append(smoothed)
         logs["lr"] = lr
-        if (
-            not math.isfinite(smoothed)
-            or smoothed > self.diverge_threshold * self._best
-        ):
+        # The first 10% of the planned points (the ones the suggestions skip)
+        # neither set the best loss nor trigger divergence: an EMA over a few
+        # noisy batches (a model that is already trained has small, noisy
+        # losses) can jump 4x by chance at the very bottom of the sweep.
+        warming_up = n <= max(1, self.num_steps // 10)
+        if not math.isfinite(smoothed):
+            self._stop_reason = "diverged"
+        elif not warming_up and smoothed > self.diverge_threshold * self._best:
             self._stop_reason = "diverged"
         else:
-            self._best = min(self._best, smoothed)
+            if not warming_up:
+                self._best = min(self._best, smoothed)
             if step - self._schedule.offset >= self._schedule.total:
                 self._stop_reason = "completed"
         if self._stop_reason is not None:
