@@ -104,7 +104,9 @@ def _same_weights(a, b):
 @pytest.mark.parametrize("backup_first", [True, False])
 def test_reduce_lr_resumes_with_the_same_lr_trajectory(tmp_path, backup_first):
     def make():
-        return [ReduceLROnPlateau(monitor="fake_loss", patience=2, cooldown=1, factor=0.5)]
+        return [
+            ReduceLROnPlateau(monitor="fake_loss", patience=2, cooldown=1, factor=0.5)
+        ]
 
     ref_model, _, ref_lrs, _ = _run(make, tmp_path)
     model, (cb,), lrs, history = _run(
@@ -153,7 +155,9 @@ def test_reduce_lr_on_a_schedule_restores_the_scale(tmp_path):
 @pytest.mark.parametrize("backup_first", [True, False])
 def test_early_stopping_stops_at_the_same_epoch(tmp_path, backup_first):
     def make():
-        return [EarlyStopping(monitor="fake_loss", patience=3, restore_best_weights=True)]
+        return [
+            EarlyStopping(monitor="fake_loss", patience=3, restore_best_weights=True)
+        ]
 
     ref_model, (ref,), _, ref_history = _run(make, tmp_path)
     model, (cb,), _, history = _run(
