@@ -562,3 +562,16 @@ def test_reduce_lr_serialization_round_trip():
     clone = keras.saving.deserialize_keras_object(config)
     assert type(clone) is ReduceLROnPlateau
     assert clone.get_config() == cb.get_config()
+
+
+def test_smart_state_reset_across_fit_calls():
+    model = _linear(keras.optimizers.SGD(0.4))
+    cb = SmartReduceLROnPlateau(patience=4)
+    cb.set_model(model)
+    cb.on_train_begin()
+    for epoch in range(8):
+        cb.on_epoch_end(epoch, {"loss": 1.0})
+    assert cb.reductions and cb.window == 6 and cb.rule.epochs == 8
+    cb.on_train_begin()
+    assert cb.reductions == [] and cb.window == 4 and cb.rule.epochs == 0
+    assert cb.rule.residual_sum == 0.0 and cb.rule.avg == 0.0
