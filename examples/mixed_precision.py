@@ -167,8 +167,8 @@ history = model.fit(
 """
 ## Result
 
-A full run reaches about 98% test accuracy. The loss stayed finite and the
-outputs are float32 whatever the policy.
+A full run reaches about 95% test accuracy (95.3% on JAX on a CPU). The loss
+stayed finite and the outputs are float32 whatever the policy.
 """
 
 loss, accuracy = model.evaluate(x_test, y_test, verbose=0)

