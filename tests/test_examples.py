@@ -58,3 +58,13 @@ def test_example_runs_in_fast_mode(path, tmp_path):
     assert proc.returncode == 0, (
         f"{path.name} failed on {BACKEND}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     )
+
+
+def test_every_example_has_a_docs_page_in_the_nav():
+    root = pathlib.Path(__file__).parent.parent
+    nav = (root / "mkdocs.yml").read_text()
+    for path in EXAMPLES:
+        page = root / "docs" / "recipes" / f"{path.stem}.md"
+        assert page.exists(), f"run scripts/make_recipe_pages.py: {page} is missing"
+        assert f'--8<-- "examples/{path.name}"' in page.read_text()
+        assert f"recipes/{path.stem}.md" in nav, f"{page} is not in mkdocs.yml nav"
