@@ -52,3 +52,19 @@ def _fresh_keras_state():
     keras.config.set_dtype_policy("float32")
     # free_memory=False skips a full gc.collect() per test (seconds each).
     keras.backend.clear_session(free_memory=False)
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One `tf.distribute.MirroredStrategy` over the 2 logical CPUs per process.
+
+    TensorFlow's CPU collectives are keyed per process: a second strategy
+    object in the same process can collide with the first one's collective
+    instances ("Shape mismatch in the collective instance"). Every test that
+    needs a strategy shares this one.
+    """
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    return strategy

@@ -340,13 +340,10 @@ def test_backup_and_restore_resumes_exactly(tmp_path):
 
 
 @pytest.mark.backends("tensorflow")
-def test_mirrored_strategy_matches_single_device():
-    import tensorflow as tf
-
+def test_mirrored_strategy_matches_single_device(mirrored_strategy):
     x, y = _data()
     single = _fit(GradientAccumulation(keras.optimizers.Adam(0.01), 4), x, y, 8)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    with strategy.scope():
+    with mirrored_strategy.scope():
         model = _model()
         model.compile(
             optimizer=GradientAccumulation(keras.optimizers.Adam(0.01), 4), loss="mse"

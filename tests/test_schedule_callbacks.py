@@ -437,12 +437,8 @@ def _distributed_matches_single(scope_fn):
 
 
 @pytest.mark.backends("tensorflow")
-def test_tf_mirrored_strategy():
-    import tensorflow as tf
-
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    assert strategy.num_replicas_in_sync == 2
-    _distributed_matches_single(strategy.scope)
+def test_tf_mirrored_strategy(mirrored_strategy):
+    _distributed_matches_single(mirrored_strategy.scope)
 
 
 @pytest.mark.backends("jax")
