@@ -61,21 +61,51 @@ class _PlacedSchedule:
     the step, so they get no table.
     """
 
-    def __init__(self, schedule, origin, divisor, table_size=None):
+    def __init__(
+        self, schedule, origin, divisor, table_size=None, host_table_size=None
+    ):
         self.schedule = schedule
         self.origin = int(origin)
         self.divisor = int(divisor)
         self._lr_table = self._momentum_table = None
-        if table_size is not None and 0 < table_size <= _MAX_TABLE:
-            steps = np.arange(table_size, dtype="int64")
-            self._lr_table = self._table(schedule, steps)
+        # Host (numpy) copies, for the values written into `logs` once per
+        # epoch: evaluating the schedule eagerly costs a few dozen small
+        # backend dispatches (about 4 ms on JAX, per value), a numpy lookup
+        # nothing. They never feed the train step.
+        self._host_lr = self._host_momentum = None
+        size = max(table_size or 0, host_table_size or 0)
+        if 0 < size <= _MAX_TABLE:
+            steps = ops.convert_to_tensor(np.arange(size, dtype="int64"))
+            self._host_lr = self._host_table(schedule, steps)
             if getattr(schedule, "has_momentum", False):
-                self._momentum_table = self._table(schedule.momentum, steps)
+                self._host_momentum = self._host_table(schedule.momentum, steps)
+            if table_size is not None and 0 < table_size <= _MAX_TABLE:
+                self._lr_table = ops.convert_to_tensor(self._host_lr[:table_size])
+                if self._host_momentum is not None:
+                    self._momentum_table = ops.convert_to_tensor(
+                        self._host_momentum[:table_size]
+                    )
 
     @staticmethod
-    def _table(fn, steps):
-        values = ops.convert_to_numpy(fn(ops.convert_to_tensor(steps)))
-        return ops.convert_to_tensor(np.asarray(values, dtype="float32"))
+    def _host_table(fn, steps):
+        return np.asarray(ops.convert_to_numpy(fn(steps)), dtype="float32")
+
+    def host_values(self, iterations):
+        """`(lr, momentum)` at optimizer step `iterations`, from the host tables.
+
+        `momentum` is None for a schedule without one; the whole result is
+        None when no table was built (the caller evaluates the schedule).
+        """
+        if self._host_lr is None:
+            return None
+        step = max(int(iterations) - self.origin, 0)
+        if self.divisor > 1:
+            step //= self.divisor
+        step = min(step, self._host_lr.shape[0] - 1)
+        momentum = None
+        if self._host_momentum is not None:
+            momentum = float(self._host_momentum[step])
+        return float(self._host_lr[step]), momentum
 
     def _lookup(self, table, step):
         last = int(table.shape[0]) - 1
@@ -253,8 +283,15 @@ class ScheduleCallback(keras.callbacks.Callback):
         if keras.backend.backend() == "torch" and self._fit_steps is not None:
             # Every step this fit reaches, and the one after (logged as "lr").
             table_size = self._fit_steps + 2
+        host_table_size = None
+        if self._fit_steps is not None:
+            host_table_size = self._fit_steps + 2
         self._placed = _PlacedSchedule(
-            self._schedule, origin, self._divisor, table_size=table_size
+            self._schedule,
+            origin,
+            self._divisor,
+            table_size=table_size,
+            host_table_size=host_table_size,
         )
         _control.set_schedule(optimizer, self._placed)
         if self._cycle_momentum:
@@ -265,8 +302,18 @@ class ScheduleCallback(keras.callbacks.Callback):
         if logs is None or self._placed is None:
             return
         optimizer = self.model.optimizer
-        logs["lr"] = _control.current_lr(optimizer)
-        momentum = _control.current_momentum(optimizer)
+        base = _control.base_optimizers(optimizer)[0]
+        host = self._placed.host_values(ops.convert_to_numpy(base._iterations))
+        if host is None:
+            logs["lr"] = _control.current_lr(optimizer)
+            momentum = _control.current_momentum(optimizer)
+        else:
+            lr, cycled = host
+            logs["lr"] = lr * _control.get_lr_scale(optimizer)
+            if self._cycle_momentum and cycled is not None:
+                momentum = cycled
+            else:
+                momentum = _control.current_momentum(optimizer)
         if momentum is not None:
             logs["momentum"] = momentum
 
