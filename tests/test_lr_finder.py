@@ -420,15 +420,49 @@ def test_steep_is_the_steepest_descent_against_log_lr():
 
 def test_valley_picks_past_the_middle_of_the_longest_decrease():
     # 40 points: skip 4 at the start, 5 at the end. Flat noise, then a strict
-    # decrease on indices 10..28, then a rise.
+    # decrease on indices 10..28 (19 points), then a rise.
     losses = np.empty(40)
     losses[:10] = np.linspace(0.95, 1.0, 10)  # rising: no long decrease here
     losses[10:29] = np.linspace(1.9, 0.1, 19)
     losses[29:] = np.linspace(0.2, 3.0, 11)
     result = _synthetic(losses)
-    start, end = 10, 28
+    # fastai: the valley is the `length` points before its end, 28 - 19 = 9.
+    start, end = 9, 28
     section = (end - start) / 3
     assert result.suggestion_index("valley") == start + int(section) + int(section / 2)
+
+
+def test_valley_anchors_the_longest_decrease_at_its_end_as_fastai_does():
+    # A noisy flat start whose falling lows join the longest decreasing
+    # subsequence: its first element is far to the left of the real drop.
+    # fastai counts the valley back from the end by the subsequence's length
+    # (20 here), not from that first element.
+    skipped = np.full(4, 5.0)  # num_steps=40: the first 4 points are skipped
+    sawtooth = np.where(np.arange(20) % 2 == 0, 3.0 - 0.005 * np.arange(20), 3.5)
+    drop = np.linspace(2.8, 0.8, 10)
+    rise = np.linspace(1.0, 4.0, 6)  # the last 5 points are dropped
+    result = _synthetic(np.concatenate([skipped, sawtooth, drop, rise]))
+    end, length = 4 + 29, 20  # the drop's last point; 10 lows + 10 drop points
+    start = end - length
+    section = length / 3
+    expected = start + int(section) + int(section / 2)
+    assert result.suggestion_index("valley") == expected
+    # Counting from the subsequence's first element (index 4) would land at 13.
+    assert expected == 22
+
+
+def test_valley_of_a_curve_that_never_falls_is_its_first_usable_point():
+    # fastai's index arithmetic gives -1 here (the last point, after wrapping).
+    result = _synthetic(np.linspace(1.0, 3.0, 40))
+    assert result.suggestion_index("valley") == 4  # skip = 40 // 10
+
+
+def test_the_default_suggestion_is_chain():
+    lrs = np.geomspace(1e-6, 1.0, 60)
+    result = _synthetic(1.5 - np.tanh(np.log10(lrs) + 3) + (lrs > 0.1) * 4, lrs)
+    assert result.suggestion() == result.suggestion("chain")
+    assert result.suggestion("chain") != result.suggestion("valley")
+    assert result.suggestion_index() == result.suggestion_index("chain")
 
 
 def test_chain_takes_the_biggest_drop_and_the_thirty_percent_point():
@@ -445,6 +479,40 @@ def test_chain_takes_the_biggest_drop_and_the_thirty_percent_point():
     # The big chain runs from index 11 (2.9) to 31 (0.9); 0.7*2.9 + 0.3*0.9
     # = 2.3 is six 0.1-steps down from 2.9.
     assert result.suggestion_index("chain") == 17
+
+
+def test_cyclic_range_spans_the_biggest_drop():
+    losses = np.concatenate(
+        [
+            np.full(6, 3.0),
+            np.linspace(3.0, 2.8, 6)[1:],
+            [2.9],
+            np.linspace(2.9, 0.9, 21)[1:],  # the big drop: indices 11 -> 31
+            np.linspace(1.0, 4.0, 10),
+        ]
+    )
+    result = _synthetic(losses)
+    base_lr, max_lr = result.cyclic_range()
+    assert max_lr == result.lrs[31]  # the bottom of the drop
+    # A tenth of the bottom (14 steps of 1.43x above index 17) overshoots the
+    # chain suggestion: base_lr is the chain suggestion.
+    assert base_lr == result.suggestion("chain") == result.lrs[17]
+
+
+def test_cyclic_range_of_a_steep_drop_is_a_decade():
+    # A drop of two steps: the chain point is one step (1.43x) below the
+    # bottom, so max_lr / 10 is the smaller one.
+    losses = np.concatenate([np.full(20, 3.0), [2.0, 1.0], np.linspace(1.5, 4.0, 18)])
+    result = _synthetic(losses)
+    base_lr, max_lr = result.cyclic_range()
+    assert max_lr == result.lrs[21]
+    assert base_lr == pytest.approx(max_lr / 10)
+
+
+def test_cyclic_range_needs_a_falling_curve():
+    result = _synthetic(np.linspace(1.0, 3.0, 40))
+    with pytest.raises(ValueError, match="never falls"):
+        result.cyclic_range()
 
 
 def test_suggestions_cut_at_nan_and_reject_too_few_points():
@@ -466,7 +534,7 @@ def test_repr_is_one_line():
     result = _synthetic((np.log10(lrs) + 2) ** 2, lrs)
     text = repr(result)
     assert "\n" not in text and text == str(result)
-    assert "points=40/40" in text and "valley=" in text
+    assert "points=40/40" in text and f"chain={result.suggestion():.3g}" in text
 
 
 def test_plot_marks_the_suggestions():
