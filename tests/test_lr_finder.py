@@ -9,6 +9,7 @@ import keras_tricks
 from keras_tricks import _control
 from keras_tricks.callbacks import LRFinder
 from keras_tricks.lr_finder import LRFinderResult, _SweepSchedule, ema_smooth
+from keras_tricks.optimizers import GradientAccumulation, GradientCentralization
 
 BACKEND = keras.backend.backend()
 
@@ -75,6 +76,46 @@ def test_restores_weights_optimizer_and_training_exactly():
     # Training afterwards is exactly the training of a model that never swept.
     for m in (twin_a, twin_b):
         m.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(twin_a.get_weights(), twin_b.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _wrapped(kind):
+    if kind == "centralization":
+        return GradientCentralization(keras.optimizers.Adam(1e-2))
+    if kind == "accumulation":
+        return GradientAccumulation(keras.optimizers.SGD(1e-2, momentum=0.9), steps=2)
+    return GradientAccumulation(  # both, nested
+        GradientCentralization(keras.optimizers.Adam(1e-2)), steps=2
+    )
+
+
+@pytest.mark.parametrize("kind", ["centralization", "accumulation", "nested"])
+def test_sweeps_through_optimizer_wrappers_and_restores_them(kind):
+    x, y = _data()
+    twin_a, twin_b = _model(_wrapped(kind)), _model(_wrapped(kind))
+    twin_b.set_weights(twin_a.get_weights())
+    for m in (twin_a, twin_b):  # iterations, slots and accumulators are non-zero
+        m.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    before = _state(twin_a)
+    cls = type(twin_a.optimizer)
+
+    result = keras_tricks.find_lr(
+        twin_a, x, y, batch_size=16, start_lr=1e-4, end_lr=1.0, num_steps=10
+    )
+    accumulating = kind != "centralization"
+    # An accumulating wrapper applies one update (one sweep step) per two
+    # batches, and every batch is a point.
+    assert len(result.lrs) == (20 if accumulating else 10)
+    if accumulating:
+        np.testing.assert_array_equal(result.lrs[0::2], result.lrs[1::2])
+    assert result.lrs[-1] == pytest.approx(1.0, rel=1e-6)
+    assert np.ptp(result.losses) > 0  # the weights moved during the sweep
+    _assert_same_state(before, _state(twin_a))
+    assert type(twin_a.optimizer) is cls
+
+    for m in (twin_a, twin_b):
+        m.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     for a, b in zip(twin_a.get_weights(), twin_b.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
