@@ -30,6 +30,7 @@ rebuilds the model's train function (one retrace per change, never per step).
 """
 
 import math
+import threading
 
 import keras
 from keras import ops
@@ -42,6 +43,9 @@ _MOMENTUM_ATTR = "_kt_momentum_attr"
 _HYPER_NAMES = ("momentum", "beta_1")
 
 _controlled_classes = {}
+# The LR and momentum of the update being applied, per thread and optimizer:
+# see `_apply`. Thread-local because tf.distribute runs one replica per thread.
+_applying = threading.local()
 
 
 def base_optimizers(optimizer):
@@ -122,13 +126,28 @@ def _step(self):
     return step
 
 
+def _values_in_apply(self):
+    return getattr(_applying, "values", {}).get(id(self))
+
+
 def _current_learning_rate(self):
+    values = _values_in_apply(self)
+    if values is not None and "lr" in values:
+        return values["lr"]
+    return _compute_learning_rate(self)
+
+
+def _compute_learning_rate(self):
     parent = type(self).__mro__[1]
     schedule = vars(self).get(_SCHEDULE)
     if schedule is None:
         lr = parent._get_current_learning_rate(self)
     else:
         lr = schedule(_step(self))
+    return _scaled(self, lr)
+
+
+def _scaled(self, lr):
     scale = vars(self).get(_SCALE, 1.0)
     if scale != 1.0:
         lr = ops.multiply(lr, scale)
@@ -144,6 +163,9 @@ def _hyper_property(name):
             and state.get(_MOMENTUM_ATTR) == name
             and not state.get("_kt_building", False)
         ):
+            values = _values_in_apply(self)
+            if values is not None:
+                return values["momentum"]
             return fn(_step(self))
         try:
             return state[name]
@@ -154,6 +176,51 @@ def _hyper_property(name):
         vars(self)[name] = value
 
     return property(getter, setter)
+
+
+def _apply(self, grads, trainable_variables=None):
+    """`apply`, with the step's LR and momentum computed once, up front.
+
+    Keras reads `learning_rate` once or twice per update and the momentum
+    (`beta_1`, SGD's `momentum`) once or more per variable. With a schedule
+    installed each read would evaluate it again: free after XLA's common
+    subexpression elimination, but on PyTorch (eager) and TensorFlow graphs
+    every evaluation costs its ops. The values are computed at the top of
+    `apply`, before anything in it can open a conditional branch, so every
+    read inside (branches included) may use them, and forgotten on the way
+    out. The step is the same for all of them: `iterations` only advances at
+    the end of `apply`.
+    """
+    parent = type(self).__mro__[1]
+    state = vars(self)
+    fn = state.get(_MOMENTUM_FN)
+    if state.get(_SCHEDULE) is None and fn is None:
+        return parent.apply(self, grads, trainable_variables)
+    # A schedule that owns the momentum function too may give both values
+    # at once (`lr_and_momentum`, one lookup for the two on PyTorch).
+    schedule = state.get(_SCHEDULE)
+    joint = getattr(schedule, "lr_and_momentum", None)
+    both = None
+    if joint is not None and getattr(fn, "__self__", None) is schedule:
+        both = joint(_step(self))
+    if both is not None:
+        values = {"lr": _scaled(self, both[0]), "momentum": both[1]}
+    else:
+        values = {"lr": _compute_learning_rate(self)}
+        if fn is not None:
+            values["momentum"] = fn(_step(self))
+    table = getattr(_applying, "values", None)
+    if table is None:
+        table = _applying.values = {}
+    outer = table.get(id(self))
+    table[id(self)] = values
+    try:
+        return parent.apply(self, grads, trainable_variables)
+    finally:
+        if outer is None:
+            table.pop(id(self), None)
+        else:
+            table[id(self)] = outer
 
 
 def _get_config(self):
@@ -216,6 +283,7 @@ def _controlled_class(cls):
             "_get_current_learning_rate": _current_learning_rate,
             "get_config": _get_config,
             "build": _build,
+            "apply": _apply,
         }
         for name in _HYPER_NAMES:
             attrs[name] = _hyper_property(name)

@@ -185,3 +185,46 @@ def test_step_divisor_feeds_updates_to_the_schedule():
 def test_no_optimizer_is_a_clear_error():
     with pytest.raises(ValueError, match="Compile the model"):
         _control.take_control(None)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_schedule_and_momentum_are_evaluated_once_per_update(kind):
+    # Keras reads the momentum (`beta_1` three times a variable on PyTorch's
+    # Adam) and the LR several times per update; `_control` evaluates each
+    # once, at the top of `apply`. Eager PyTorch calls the functions every
+    # update, TensorFlow and JAX once per trace: the counts must match.
+    calls = {"lr": 0, "momentum": 0}
+
+    class Counting(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            calls["lr"] += 1
+            return ops.add(ops.multiply(ops.cast(step, "float32"), 0.0), 0.01)
+
+    def momentum(step):
+        calls["momentum"] += 1
+        return ops.add(ops.multiply(ops.cast(step, "float32"), 0.0), 0.9)
+
+    opt = (
+        keras.optimizers.SGD(0.1, momentum=0.5)
+        if kind == "sgd"
+        else keras.optimizers.Adam(0.1, beta_1=0.5)
+    )
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)]
+    )
+    model.compile(opt, "mse")
+    x, y = _data()
+    _control.set_schedule(model.optimizer, Counting())
+    _control.set_momentum_fn(model.optimizer, momentum)
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    assert calls["lr"] >= 1
+    assert calls["momentum"] == calls["lr"]
+    if keras.backend.backend() == "torch":
+        assert calls["lr"] == 2  # two updates, eagerly
+    # Outside `apply` the values are computed on demand.
+    before = calls["momentum"]
+    name = _control.momentum_attribute(model.optimizer)
+    assert float(ops.convert_to_numpy(getattr(model.optimizer, name))) == (
+        pytest.approx(0.9)
+    )
+    assert calls["momentum"] == before + 1

@@ -107,9 +107,26 @@ class _PlacedSchedule:
             momentum = float(self._host_momentum[step])
         return float(self._host_lr[step]), momentum
 
+    def _table_index(self, step):
+        # The step moved and divided as in `_local_step`, clamped to the
+        # tables in one op (each Keras op costs about 20 us on PyTorch).
+        if self.origin:
+            step = ops.subtract(step, self.origin)
+        if self.divisor > 1:
+            step = ops.floor_divide(step, self.divisor)
+        return ops.clip(step, 0, int(self._lr_table.shape[0]) - 1)
+
+    @staticmethod
+    def _gather(table, index):
+        # A scalar step (the train step's case) is indexed, not `ops.take`n:
+        # one native gather instead of a Keras op. A vector of steps (a plot,
+        # a test) needs `take` on TensorFlow.
+        if len(index.shape) == 0:
+            return table[index]
+        return ops.take(table, index)
+
     def _lookup(self, table, step):
-        last = int(table.shape[0]) - 1
-        return ops.take(table, ops.minimum(self._local_step(step), last))
+        return self._gather(table, self._table_index(step))
 
     def _local_step(self, step):
         if self.origin:
@@ -117,6 +134,20 @@ class _PlacedSchedule:
         if self.divisor > 1:
             step = ops.floor_divide(step, self.divisor)
         return step
+
+    def lr_and_momentum(self, step):
+        """`(lr, momentum)` at `step` from one clamp of the step (tables only).
+
+        `_control` uses it when this schedule also drives the momentum; None
+        when there are no tables (the values are then computed one by one).
+        """
+        if self._lr_table is None or self._momentum_table is None:
+            return None
+        index = self._table_index(step)
+        return (
+            self._gather(self._lr_table, index),
+            self._gather(self._momentum_table, index),
+        )
 
     def __call__(self, step):
         if self._lr_table is not None:
