@@ -44,6 +44,11 @@ _COUNTS = ("updates", "batches")
 
 # Largest lookup table (see `_PlacedSchedule`): 4 MiB of float32.
 _MAX_TABLE = 2**20
+# The backends whose train step reads the schedule from a table: PyTorch runs
+# it eagerly, op by op; a TensorFlow graph runs each of a schedule's few dozen
+# scalar ops through its executor (one gather is cheaper, about 10 us per
+# update on a CPU). XLA fuses the scalar ops on JAX: no table there.
+_TABLE_BACKENDS = ("torch", "tensorflow")
 
 
 class _PlacedSchedule:
@@ -57,8 +62,9 @@ class _PlacedSchedule:
     steps `0 .. n-1` this fit can reach, and each update looks its value up
     (one gather, the step clamped to the table). PyTorch runs the train step
     eagerly, op by op, where the few dozen scalar ops of a schedule cost more
-    than the update of a small model; TensorFlow and JAX compile them into
-    the step, so they get no table.
+    than the update of a small model, and a TensorFlow graph pays its
+    executor for each of them; XLA fuses them on JAX, which gets no table
+    (see `_TABLE_BACKENDS`).
     """
 
     def __init__(
@@ -108,13 +114,19 @@ class _PlacedSchedule:
         return float(self._host_lr[step]), momentum
 
     def _table_index(self, step):
-        # The step moved and divided as in `_local_step`, clamped to the
-        # tables in one op (each Keras op costs about 20 us on PyTorch).
+        # The step moved and divided as in `_local_step` and clamped to the
+        # tables. The tables serve PyTorch's eager step, where each Keras op
+        # costs about 20 us: the backend tensor's own operators and `clip`
+        # method cost 2-3 us each (`ops.clip` where a tensor has no `clip`).
+        if isinstance(step, keras.Variable):
+            step = step.value
         if self.origin:
-            step = ops.subtract(step, self.origin)
+            step = step - self.origin
         if self.divisor > 1:
-            step = ops.floor_divide(step, self.divisor)
-        return ops.clip(step, 0, int(self._lr_table.shape[0]) - 1)
+            step = step // self.divisor
+        last = int(self._lr_table.shape[0]) - 1
+        clip = getattr(step, "clip", None)
+        return clip(0, last) if clip is not None else ops.clip(step, 0, last)
 
     @staticmethod
     def _gather(table, index):
@@ -311,7 +323,7 @@ class ScheduleCallback(keras.callbacks.Callback):
         # updates that a LossScaleOptimizer skipped): never before step 0.
         origin = max(origin, 0)
         table_size = None
-        if keras.backend.backend() == "torch" and self._fit_steps is not None:
+        if keras.backend.backend() in _TABLE_BACKENDS and self._fit_steps is not None:
             # Every step this fit reaches, and the one after (logged as "lr").
             table_size = self._fit_steps + 2
         host_table_size = None
