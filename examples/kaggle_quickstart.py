@@ -88,7 +88,8 @@ model.compile(
 records the loss of every batch, then puts the model (weights and optimizer
 state) back exactly as it was. `suggestion("minimum")` is the LR of the lowest
 smoothed loss divided by 10, the classic choice for a one-cycle peak;
-`result.suggestions()` shows the other rules ("valley", "steep", "chain"),
+`result.suggestions()` shows the other rules ("chain", the default,
+"valley", "steep"),
 and in a notebook `result.plot()` draws the curve.
 """
 
