@@ -28,8 +28,9 @@ x = x / 16.0
 ## The model, the LR range test, the one-cycle run
 
 `find_lr` trains for a hundred batches with a growing LR, reads the loss of
-every batch and suggests a `max_lr` (here the LR of the lowest loss divided
-by 10, the classic rule for one-cycle); it leaves the model as it was. The
+every batch and suggests a `max_lr` (the default rule, the longest smoothed
+chain: 30% of the way down the loss's biggest drop); it leaves the model as
+it was. The
 `OneCycle` callback then sizes the cycle from `fit`'s epochs and steps, and
 cycles SGD's momentum the other way (0.95 -> 0.85 -> 0.95) inside the
 compiled step.
@@ -47,7 +48,7 @@ model.compile(
     loss="sparse_categorical_crossentropy",
     metrics=["accuracy"],
 )
-max_lr = keras_tricks.find_lr(model, x, y, batch_size=64).suggestion("minimum")
+max_lr = keras_tricks.find_lr(model, x, y, batch_size=64).suggestion()
 history = model.fit(
     x,
     y,
