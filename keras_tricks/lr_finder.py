@@ -252,6 +252,36 @@ class LRFinderResult:
         self.beta = beta
         self.stop_reason = stop_reason
 
+    @property
+    def descended(self):
+        """Whether the curve has a descent to read a suggestion from.
+
+        False when the smoothed loss over the points the suggestions read
+        never falls below the mean raw loss of the first 10% of the sweep:
+        the loss rose at once (the sweep started too high) or stayed flat
+        (it never reached LRs that train). True when there are too few points
+        to tell: fewer than 5 in that first 10% (a sweep of under 50 steps),
+        or too few after it (`suggestion` raises then).
+        """
+        skip, stop = self._usable()
+        if skip < 5 or stop - skip < _MIN_POINTS:
+            return True
+        start = float(np.mean(self.losses[: max(1, skip)]))
+        return bool(np.min(self.smoothed_losses[skip:stop]) < start)
+
+    def no_descent_message(self):
+        """What to do about a curve without a descent (see `descended`)."""
+        skip, stop = self._usable()
+        return (
+            "The LR range test found no descent: over lr="
+            f"{self.lrs[skip]:.3g}..{self.lrs[stop - 1]:.3g} the smoothed loss "
+            "never fell below its level in the first 10% of the sweep, so the "
+            "suggestions are meaningless. If the loss rose at once, the sweep "
+            "starts too high: lower `start_lr`. If it stayed flat, raise "
+            f"`end_lr` or `num_steps`. Received: start_lr={self.lrs[0]:.3g}, "
+            f"{len(self.lrs)} points."
+        )
+
     def _usable(self):
         """Indices the suggestions look at: skip 10%, drop 5, cut at NaN."""
         skip = self.num_steps // 10
@@ -396,8 +426,14 @@ class LRFinderResult:
                 "Plotting needs matplotlib. Install it with "
                 "`pip install keras-tricks[plot]` (or `pip install matplotlib`)."
             ) from error
+        unknown = [m for m in methods if m not in _SUGGESTERS]
+        if unknown:
+            raise ValueError(
+                f"Argument `methods` must hold names from {SUGGESTION_METHODS}. "
+                f"Received: methods={tuple(methods)!r}"
+            )
         if ax is None:
-            _, ax = plt.subplots(figsize=(6, 4))
+            _, ax = plt.subplots(figsize=(6, 4), layout="constrained")
         if show_raw:
             ax.plot(self.lrs, self.losses, color="0.75", lw=0.8, label="loss per batch")
         ax.plot(
@@ -514,7 +550,10 @@ def find_lr(
             `"linear"` (Smith's original). Defaults to `"exp"`.
         beta: float. EMA factor of the loss smoothing. Defaults to 0.98.
         diverge_threshold: float. Stop when the smoothed loss exceeds this
-            times the best smoothed loss so far. Defaults to 4.0.
+            times the best smoothed loss so far (the first 10% of the points
+            do not count as the best), or when every point of the second half
+            of that first 10% exceeds this times the first point (the sweep
+            starts too high). Defaults to 4.0.
         sample_weight: As for `model.fit`.
         **fit_kwargs: Passed to `model.fit` (e.g. `class_weight`, `shuffle`,
             `verbose`); `epochs`, `initial_epoch`, `steps_per_epoch` and

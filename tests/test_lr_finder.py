@@ -1,5 +1,7 @@
 """LR range test: find_lr, the LRFinder callback, suggestions, plot, restoration."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -437,6 +439,43 @@ def test_immediate_divergence_suggests_a_lower_start_lr():
     _assert_same_state(before, _state(model))
 
 
+def test_a_sweep_that_starts_too_high_is_a_divergence_not_a_curve():
+    # From start_lr=10 the loss jumps at the second batch and stays up: the
+    # warm-up points cannot set the best loss, so without a check of its own
+    # the sweep would "complete" and suggest LRs of 1e5.
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(keras.optimizers.SGD(momentum=0.9), "sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    before = _state(model)
+    with pytest.raises(ValueError, match="lower `start_lr`"):
+        keras_tricks.find_lr(model, x, y, batch_size=64, start_lr=10.0, end_lr=1e6)
+    _assert_same_state(before, _state(model))
+
+
+def test_a_curve_without_descent_is_flagged():
+    lrs = np.geomspace(10.0, 1e6, 100)
+    rng = np.random.default_rng(0)
+    # The loss triples within two batches and stays there (a sweep that
+    # starts too high, below the 4x that stops it): no descent.
+    risen = np.concatenate([[2.4, 5.0], 7.0 + rng.uniform(-1, 1, 98)])
+    result = LRFinderResult(lrs, risen, num_steps=100)
+    assert not result.descended
+    assert "lower `start_lr`" in result.no_descent_message()
+    # A normal curve: flat, a drop, then a blow-up.
+    normal = np.concatenate([np.full(40, 2.3), np.linspace(2.3, 0.5, 40), np.full(20, 9.0)])
+    assert LRFinderResult(np.geomspace(1e-7, 10, 100), normal, num_steps=100).descended
+
+
 # --- suggestions on synthetic curves -----------------------------------------
 
 
@@ -586,6 +625,8 @@ def test_plot_marks_the_suggestions():
 
     lrs = np.geomspace(1e-6, 1.0, 60)
     result = _synthetic(1.5 - np.tanh(np.log10(lrs) + 3) + (lrs > 0.1) * 4, lrs)
+    with pytest.raises(ValueError, match="`methods`"):
+        result.plot(methods=("chain", "best"))
     ax = result.plot(methods=("valley", "steep", "minimum", "chain"))
     labels = [line.get_label() for line in ax.get_lines()]
     assert ax.get_xscale() == "log"
@@ -630,6 +671,12 @@ def test_noisy_small_losses_at_the_start_do_not_stop_the_sweep():
     )
     model.compile(keras.optimizers.SGD(), "mse")
     finder = LRFinder(start_lr=1e-9, end_lr=1e-8, num_steps=50)
-    model.fit(x, y, batch_size=2, epochs=1, shuffle=False, callbacks=[finder], verbose=0)
+    # The LRs are too small to train: a flat curve, which the finder says.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(
+            x, y, batch_size=2, epochs=1, shuffle=False, callbacks=[finder], verbose=0
+        )
+    assert any("no descent" in str(w.message) for w in caught)
     assert finder.result.stop_reason == "completed"
     assert len(finder.result.lrs) == 50

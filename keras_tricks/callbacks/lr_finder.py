@@ -1,6 +1,7 @@
 """`LRFinder`: the LR range test as a callback, for a `fit` you drive yourself."""
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -51,7 +52,11 @@ class LRFinder(keras.callbacks.Callback):
         mode: str. `"exp"` or `"linear"`. Defaults to `"exp"`.
         beta: float. EMA factor of the smoothing. Defaults to 0.98.
         diverge_threshold: float. Stop when the smoothed loss exceeds this
-            times the best so far. Defaults to 4.0.
+            times the best so far (the first 10% of the points do not count
+            as the best), or when every point of the second half of that first
+            10% exceeds this times the first point (the sweep starts too
+            high).
+            Defaults to 4.0.
         restore: bool. Put the model and optimizer back as they were when
             training ends. Defaults to True.
 
@@ -215,8 +220,11 @@ class LRFinder(keras.callbacks.Callback):
         # neither set the best loss nor trigger divergence: an EMA over a few
         # noisy batches (a model that is already trained has small, noisy
         # losses) can jump 4x by chance at the very bottom of the sweep.
-        warming_up = n <= max(1, self.num_steps // 10)
+        warm_up = max(1, self.num_steps // 10)
+        warming_up = n <= warm_up
         if not math.isfinite(smoothed):
+            self._stop_reason = "diverged"
+        elif n == warm_up + 1 and self._diverged_from_the_start():
             self._stop_reason = "diverged"
         elif not warming_up and smoothed > self.diverge_threshold * self._best:
             self._stop_reason = "diverged"
@@ -227,6 +235,18 @@ class LRFinder(keras.callbacks.Callback):
                 self._stop_reason = "completed"
         if self._stop_reason is not None:
             self.model.stop_training = True
+
+    def _diverged_from_the_start(self):
+        # The warm-up cannot set the best loss, so a sweep that starts too
+        # high (the loss shoots up within a few batches and stays there)
+        # would never trip the test above. Every batch of the second half of
+        # the warm-up losing more than `diverge_threshold` times the first
+        # batch (the loss of the untouched model) is that case; a trained
+        # model's noisy small losses keep coming back down to that level.
+        first = self._losses[0]
+        later = self._losses[1:]
+        tail = later[len(later) // 2 :]
+        return first > 0 and bool(tail) and min(tail) > self.diverge_threshold * first
 
     def on_train_end(self, logs=None):
         self.result = LRFinderResult(
@@ -239,3 +259,5 @@ class LRFinder(keras.callbacks.Callback):
         )
         if self.restore_state:
             self.restore()
+        if self.result.stop_reason != "data" and not self.result.descended:
+            warnings.warn(self.result.no_descent_message(), stacklevel=2)
