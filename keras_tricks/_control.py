@@ -45,6 +45,8 @@ _HYPER_NAMES = ("momentum", "beta_1")
 _controlled_classes = {}
 # The LR and momentum of the update being applied, per thread and optimizer:
 # see `_apply`. Thread-local because tf.distribute runs one replica per thread.
+# (MirroredStrategy's cross-replica update runs on yet another thread, which
+# finds no values here and computes its own: correct, only not cached.)
 _applying = threading.local()
 
 

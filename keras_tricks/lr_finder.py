@@ -108,6 +108,20 @@ def validate_sweep_args(start_lr, end_lr, num_steps, mode, beta, diverge_thresho
         )
 
 
+def diverged_at_start(losses, threshold):
+    """True when every loss after the first exceeds `threshold` times the first.
+
+    The first loss is the untouched model's; a sweep that starts too high
+    shoots up at its first update and never comes back. Needs 20 points or
+    more after the first: a noisy loss (a trained model, tiny batches) stays
+    that far above one early sample for that long only by a rare chance
+    (1 in 80 even for exponentially distributed batch losses).
+    """
+    if len(losses) < 21 or not losses[0] > 0:
+        return False
+    return float(np.min(losses[1:])) > threshold * float(losses[0])
+
+
 def ema_smooth(losses, beta=0.98):
     """Bias-corrected EMA: `avg_n = beta*avg + (1-beta)*loss_n`, `avg_n/(1-beta**n)`."""
     out = np.empty(len(losses), dtype="float64")
@@ -138,8 +152,8 @@ def _valley(lrs, losses):
     end = int(np.argmax(length))
     start = end - int(length[end])
     section = (end - start) / 3
-    # fastai would wrap a negative index round to the last point (a curve that
-    # never falls); take the first point instead.
+    # The index is -1 when the longest decrease is the curve's first two
+    # points (fastai then wraps round to the last point); take the first.
     return min(max(start + int(section) + int(section / 2), 0), n - 1)
 
 
@@ -419,6 +433,12 @@ class LRFinderResult:
         Raises:
             ImportError: when matplotlib is not installed.
         """
+        methods = tuple(methods)
+        if any(m not in _SUGGESTERS for m in methods):
+            raise ValueError(
+                f"Argument `methods` must hold names from {SUGGESTION_METHODS}. "
+                f"Received: methods={methods!r}"
+            )
         try:
             import matplotlib.pyplot as plt
         except ImportError as error:  # pragma: no cover
@@ -426,12 +446,6 @@ class LRFinderResult:
                 "Plotting needs matplotlib. Install it with "
                 "`pip install keras-tricks[plot]` (or `pip install matplotlib`)."
             ) from error
-        unknown = [m for m in methods if m not in _SUGGESTERS]
-        if unknown:
-            raise ValueError(
-                f"Argument `methods` must hold names from {SUGGESTION_METHODS}. "
-                f"Received: methods={tuple(methods)!r}"
-            )
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 4), layout="constrained")
         if show_raw:
@@ -551,9 +565,9 @@ def find_lr(
         beta: float. EMA factor of the loss smoothing. Defaults to 0.98.
         diverge_threshold: float. Stop when the smoothed loss exceeds this
             times the best smoothed loss so far (the first 10% of the points
-            do not count as the best), or when every point of the second half
-            of that first 10% exceeds this times the first point (the sweep
-            starts too high). Defaults to 4.0.
+            do not count as the best). A sweep in which every loss after the
+            first exceeds this times the first one (it starts too high)
+            raises, as a divergence. Defaults to 4.0.
         sample_weight: As for `model.fit`.
         **fit_kwargs: Passed to `model.fit` (e.g. `class_weight`, `shuffle`,
             `verbose`); `epochs`, `initial_epoch`, `steps_per_epoch` and
@@ -626,6 +640,7 @@ def find_lr(
         diverge_threshold=diverge_threshold,
         restore=True,
     )
+    finder._warn_no_descent = False
     one_shot = isinstance(x, collections.abc.Iterator)
     if one_shot:
         epochs = 1
@@ -665,4 +680,14 @@ def find_lr(
         skip, stop = result._usable()
         if stop - skip < _MIN_POINTS:
             raise ValueError(result._too_few_points_message(skip, stop))
+        if diverged_at_start(result.losses, diverge_threshold):
+            raise ValueError(
+                "The loss diverged at the first update of the LR range test: "
+                f"every batch after the first lost more than {diverge_threshold}x "
+                f"the first one ({result.losses[0]:.4g}), so the sweep starts too "
+                f"high. Use a lower `start_lr` (e.g. start_lr="
+                f"{result.lrs[0] / 1000:.1e}). Received: start_lr={start_lr}"
+            )
+    if not result.descended:
+        warnings.warn(result.no_descent_message(), stacklevel=2)
     return result

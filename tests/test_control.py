@@ -187,8 +187,9 @@ def test_no_optimizer_is_a_clear_error():
         _control.take_control(None)
 
 
+@pytest.mark.parametrize("accumulate", [None, 2])
 @pytest.mark.parametrize("kind", ["sgd", "adam"])
-def test_schedule_and_momentum_are_evaluated_once_per_update(kind):
+def test_schedule_and_momentum_are_evaluated_once_per_update(kind, accumulate):
     # Keras reads the momentum (`beta_1` three times a variable on PyTorch's
     # Adam) and the LR several times per update; `_control` evaluates each
     # once, at the top of `apply`. Eager PyTorch calls the functions every
@@ -204,10 +205,14 @@ def test_schedule_and_momentum_are_evaluated_once_per_update(kind):
         calls["momentum"] += 1
         return ops.add(ops.multiply(ops.cast(step, "float32"), 0.0), 0.9)
 
+    # With Keras's `gradient_accumulation_steps` the reads happen inside a
+    # conditional branch of `apply` (`ops.cond`).
     opt = (
-        keras.optimizers.SGD(0.1, momentum=0.5)
+        keras.optimizers.SGD(0.1, momentum=0.5, gradient_accumulation_steps=accumulate)
         if kind == "sgd"
-        else keras.optimizers.Adam(0.1, beta_1=0.5)
+        else keras.optimizers.Adam(
+            0.1, beta_1=0.5, gradient_accumulation_steps=accumulate
+        )
     )
     model = keras.Sequential(
         [keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)]
@@ -220,7 +225,7 @@ def test_schedule_and_momentum_are_evaluated_once_per_update(kind):
     assert calls["lr"] >= 1
     assert calls["momentum"] == calls["lr"]
     if keras.backend.backend() == "torch":
-        assert calls["lr"] == 2  # two updates, eagerly
+        assert calls["lr"] == 2  # two calls of `apply`, eagerly
     # Outside `apply` the values are computed on demand.
     before = calls["momentum"]
     name = _control.momentum_attribute(model.optimizer)

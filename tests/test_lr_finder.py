@@ -10,7 +10,12 @@ from keras import ops
 import keras_tricks
 from keras_tricks import _control
 from keras_tricks.callbacks import LRFinder
-from keras_tricks.lr_finder import LRFinderResult, _SweepSchedule, ema_smooth
+from keras_tricks.lr_finder import (
+    LRFinderResult,
+    _SweepSchedule,
+    diverged_at_start,
+    ema_smooth,
+)
 from keras_tricks.optimizers import GradientAccumulation, GradientCentralization
 
 BACKEND = keras.backend.backend()
@@ -440,9 +445,11 @@ def test_immediate_divergence_suggests_a_lower_start_lr():
 
 
 def test_a_sweep_that_starts_too_high_is_a_divergence_not_a_curve():
-    # From start_lr=10 the loss jumps at the second batch and stays up: the
-    # warm-up points cannot set the best loss, so without a check of its own
-    # the sweep would "complete" and suggest LRs of 1e5.
+    # From start_lr=1000 the first update wrecks the classifier: the loss
+    # jumps from ~2.3 to ~15 (confidently wrong) and stays there. The
+    # warm-up points cannot set the best loss, so the running test never
+    # fires; without the whole-curve test the sweep would "complete" and
+    # suggest LRs of 1e8.
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
@@ -457,9 +464,22 @@ def test_a_sweep_that_starts_too_high_is_a_divergence_not_a_curve():
     model.compile(keras.optimizers.SGD(momentum=0.9), "sparse_categorical_crossentropy")
     model.optimizer.build(model.trainable_variables)
     before = _state(model)
-    with pytest.raises(ValueError, match="lower `start_lr`"):
-        keras_tricks.find_lr(model, x, y, batch_size=64, start_lr=10.0, end_lr=1e6)
+    with pytest.raises(ValueError, match="diverged at the first update"):
+        keras_tricks.find_lr(model, x, y, batch_size=64, start_lr=1e3, end_lr=1e8)
     _assert_same_state(before, _state(model))
+
+
+def test_diverged_at_start_needs_the_whole_curve_above_the_first_loss():
+    rng = np.random.default_rng(0)
+    jumped = np.concatenate([[2.3], 14.0 + rng.uniform(-1, 1, 60)])
+    assert diverged_at_start(jumped, 4.0)
+    assert not diverged_at_start(jumped[:20], 4.0)  # too short to tell
+    # Noisy losses of a trained model whose first batch was an easy one.
+    noisy = np.concatenate([[0.01], rng.exponential(0.1, 60)])
+    assert not diverged_at_start(noisy, 4.0)
+    # One batch back near the start is enough to rule it out.
+    jumped[30] = 2.0
+    assert not diverged_at_start(jumped, 4.0)
 
 
 def test_a_curve_without_descent_is_flagged():
@@ -532,9 +552,16 @@ def test_valley_anchors_the_longest_decrease_at_its_end_as_fastai_does():
 
 
 def test_valley_of_a_curve_that_never_falls_is_its_first_usable_point():
-    # fastai's index arithmetic gives -1 here (the last point, after wrapping).
     result = _synthetic(np.linspace(1.0, 3.0, 40))
     assert result.suggestion_index("valley") == 4  # skip = 40 // 10
+
+
+def test_valley_never_wraps_round_to_the_last_point():
+    # The longest decrease is the first two usable points: the index comes
+    # out as -1, which fastai's `lrs[idx]` reads as the last point.
+    losses = np.concatenate([np.full(4, 9.0), [2.0, 1.0], np.linspace(3.0, 8.0, 34)])
+    result = _synthetic(losses)
+    assert result.suggestion_index("valley") == 4
 
 
 def test_the_default_suggestion_is_chain():

@@ -598,3 +598,28 @@ def test_lookup_table_equals_the_schedule():
     np.testing.assert_allclose(
         _values(direct, [6, 7, 8, 46]), _values(schedule, [0, 0, 1, 20]), rtol=1e-6
     )
+
+
+def test_joint_lookup_gives_the_lr_and_the_momentum_of_the_step():
+    from keras_tricks.callbacks._schedule_callback import _PlacedSchedule
+
+    ops = keras.ops
+    schedule = schedules.OneCycle(0.05, 20)
+    table = _PlacedSchedule(schedule, origin=6, divisor=2, table_size=22)
+    for step in (0, 6, 7, 13, 40, 100):
+        variable = keras.Variable(step, dtype="int32", trainable=False)
+        lr, momentum = table.lr_and_momentum(variable)
+        assert float(ops.convert_to_numpy(lr)) == pytest.approx(
+            _values(table, [step])[0], rel=1e-6
+        )
+        assert float(ops.convert_to_numpy(momentum)) == pytest.approx(
+            _values(table.momentum, [step])[0], rel=1e-6
+        )
+    # Python numbers and float steps work too (plots, tests).
+    assert float(ops.convert_to_numpy(table(13))) == pytest.approx(
+        _values(table, [13])[0], rel=1e-6
+    )
+    floats = ops.convert_to_numpy(table(np.array([13.0, 14.0], "float32")))
+    np.testing.assert_allclose(floats, _values(table, [13, 14]), rtol=1e-6)
+    direct = _PlacedSchedule(schedule, origin=6, divisor=2)
+    assert direct.lr_and_momentum(keras.Variable(7, dtype="int32", trainable=False)) is None

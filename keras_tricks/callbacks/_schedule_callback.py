@@ -120,6 +120,10 @@ class _PlacedSchedule:
         # method cost 2-3 us each (`ops.clip` where a tensor has no `clip`).
         if isinstance(step, keras.Variable):
             step = step.value
+        elif not hasattr(step, "dtype") or "int" not in str(step.dtype):
+            # A Python number, or float steps (a plot): not the train step's
+            # path, which passes the integer `iterations`.
+            step = ops.cast(ops.floor(ops.convert_to_tensor(step)), "int32")
         if self.origin:
             step = step - self.origin
         if self.divisor > 1:

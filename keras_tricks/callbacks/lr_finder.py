@@ -8,7 +8,12 @@ import numpy as np
 from keras import ops
 
 from keras_tricks import _control
-from keras_tricks.lr_finder import LRFinderResult, _SweepSchedule, validate_sweep_args
+from keras_tricks.lr_finder import (
+    LRFinderResult,
+    _SweepSchedule,
+    diverged_at_start,
+    validate_sweep_args,
+)
 
 
 def batches_per_execution(model):
@@ -53,10 +58,9 @@ class LRFinder(keras.callbacks.Callback):
         beta: float. EMA factor of the smoothing. Defaults to 0.98.
         diverge_threshold: float. Stop when the smoothed loss exceeds this
             times the best so far (the first 10% of the points do not count
-            as the best), or when every point of the second half of that first
-            10% exceeds this times the first point (the sweep starts too
-            high).
-            Defaults to 4.0.
+            as the best). A sweep of 20 points or more in which every loss
+            after the first exceeds this times the first one (it starts too
+            high) also counts as diverged. Defaults to 4.0.
         restore: bool. Put the model and optimizer back as they were when
             training ends. Defaults to True.
 
@@ -98,6 +102,8 @@ class LRFinder(keras.callbacks.Callback):
         self.restore_state = bool(restore)
         self.result = None
         self._saved = None
+        # `find_lr` warns from its own frame (pointing at the caller).
+        self._warn_no_descent = True
 
     def get_config(self):
         return {
@@ -224,8 +230,6 @@ class LRFinder(keras.callbacks.Callback):
         warming_up = n <= warm_up
         if not math.isfinite(smoothed):
             self._stop_reason = "diverged"
-        elif n == warm_up + 1 and self._diverged_from_the_start():
-            self._stop_reason = "diverged"
         elif not warming_up and smoothed > self.diverge_threshold * self._best:
             self._stop_reason = "diverged"
         else:
@@ -236,18 +240,6 @@ class LRFinder(keras.callbacks.Callback):
         if self._stop_reason is not None:
             self.model.stop_training = True
 
-    def _diverged_from_the_start(self):
-        # The warm-up cannot set the best loss, so a sweep that starts too
-        # high (the loss shoots up within a few batches and stays there)
-        # would never trip the test above. Every batch of the second half of
-        # the warm-up losing more than `diverge_threshold` times the first
-        # batch (the loss of the untouched model) is that case; a trained
-        # model's noisy small losses keep coming back down to that level.
-        first = self._losses[0]
-        later = self._losses[1:]
-        tail = later[len(later) // 2 :]
-        return first > 0 and bool(tail) and min(tail) > self.diverge_threshold * first
-
     def on_train_end(self, logs=None):
         self.result = LRFinderResult(
             self._lrs,
@@ -257,7 +249,18 @@ class LRFinder(keras.callbacks.Callback):
             beta=self.beta,
             stop_reason=self._stop_reason or "data",
         )
+        if self.result.stop_reason == "completed" and diverged_at_start(
+            self._losses, self.diverge_threshold
+        ):
+            # The warm-up cannot set the best loss, so a sweep that starts
+            # too high (the loss shoots up at once and stays up) never trips
+            # the running test: it is told from the whole curve.
+            self.result.stop_reason = "diverged"
         if self.restore_state:
             self.restore()
-        if self.result.stop_reason != "data" and not self.result.descended:
+        if (
+            self._warn_no_descent
+            and self.result.stop_reason != "data"
+            and not self.result.descended
+        ):
             warnings.warn(self.result.no_descent_message(), stacklevel=2)
