@@ -283,7 +283,7 @@ class LRFinderResult:
         start = float(np.mean(self.losses[: max(1, skip)]))
         return bool(np.min(self.smoothed_losses[skip:stop]) < start)
 
-    def no_descent_message(self):
+    def _no_descent_message(self):
         """What to do about a curve without a descent (see `descended`)."""
         skip, stop = self._usable()
         return (
@@ -689,5 +689,5 @@ def find_lr(
                 f"{result.lrs[0] / 1000:.1e}). Received: start_lr={start_lr}"
             )
     if not result.descended:
-        warnings.warn(result.no_descent_message(), stacklevel=2)
+        warnings.warn(result._no_descent_message(), stacklevel=2)
     return result

@@ -490,7 +490,7 @@ def test_a_curve_without_descent_is_flagged():
     risen = np.concatenate([[2.4, 5.0], 7.0 + rng.uniform(-1, 1, 98)])
     result = LRFinderResult(lrs, risen, num_steps=100)
     assert not result.descended
-    assert "lower `start_lr`" in result.no_descent_message()
+    assert "lower `start_lr`" in result._no_descent_message()
     # A normal curve: flat, a drop, then a blow-up.
     normal = np.concatenate([np.full(40, 2.3), np.linspace(2.3, 0.5, 40), np.full(20, 9.0)])
     assert LRFinderResult(np.geomspace(1e-7, 10, 100), normal, num_steps=100).descended

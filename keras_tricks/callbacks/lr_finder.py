@@ -263,4 +263,4 @@ class LRFinder(keras.callbacks.Callback):
             and self.result.stop_reason != "data"
             and not self.result.descended
         ):
-            warnings.warn(self.result.no_descent_message(), stacklevel=2)
+            warnings.warn(self.result._no_descent_message(), stacklevel=2)
