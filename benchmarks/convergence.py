@@ -31,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _models import small_cnn_layers  # noqa: E402
 from sklearn.datasets import load_breast_cancer, load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -87,13 +88,7 @@ def load(name, quick=False):
 def make_model(input_shape, n_classes, optimizer):
     """An MLP (128-64) for tabular data, a small CNN (8-16 filters) for images."""
     if len(input_shape) == 3:
-        hidden = [
-            keras.layers.Conv2D(8, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(16, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-        ]
+        hidden = small_cnn_layers()
     else:
         hidden = [
             keras.layers.Dense(128, activation="relu"),

@@ -34,6 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _models import small_cnn_layers  # noqa: E402
 
 import keras_tricks  # noqa: E402
 from keras_tricks.lr_finder import SUGGESTION_METHODS  # noqa: E402
@@ -121,11 +122,7 @@ def mnist_cnn(quick):
         return keras.Sequential(
             [
                 keras.Input((28, 28, 1)),
-                keras.layers.Conv2D(8, 3, activation="relu"),
-                keras.layers.MaxPooling2D(),
-                keras.layers.Conv2D(16, 3, activation="relu"),
-                keras.layers.MaxPooling2D(),
-                keras.layers.Flatten(),
+                *small_cnn_layers(),
                 keras.layers.Dense(10),
             ]
         )

