@@ -1,6 +1,14 @@
-"""Tests for keras_tricks._control: steering LR and momentum inside the step."""
+"""The control core (`keras_tricks._control`) through the workflows of issue 14.
 
-import os
+Each test is a workflow a notebook user runs: two fits in a row, a fit
+interrupted by Ctrl-C, a save and reload in the middle, `initial_epoch`,
+Keras's own callbacks beside ours, a `flush()` after `fit`, and the number of
+traces each of them costs against plain Keras.
+"""
+
+import gc
+import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -8,228 +16,334 @@ import pytest
 from keras import ops
 
 from keras_tricks import _control
+from keras_tricks import callbacks as ktc
+from keras_tricks.optimizers import GradientAccumulation, GradientCentralization
+
+BACKEND = keras.backend.backend()
+N, BATCH = 64, 16
+SPE = N // BATCH
 
 
-def _data():
-    rng = np.random.RandomState(0)
-    x = rng.randn(8, 3).astype("float32")
-    y = rng.randn(8, 1).astype("float32")
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(N, 4)).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0], "float32"))[:, None]
     return x, y
 
 
+class Counting(keras.layers.Layer):
+    """Identity whose `call` counts how often it is traced (or run, eagerly)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.traces = 0
+
+    def call(self, x):
+        self.traces += 1
+        return x
+
+
 def _model(optimizer, jit_compile="auto"):
+    keras.utils.set_random_seed(1)
+    counter = Counting()
     model = keras.Sequential(
-        [
-            keras.Input((3,)),
-            keras.layers.Dense(1, kernel_initializer="ones", use_bias=False),
-        ]
+        [keras.Input((4,)), counter, keras.layers.Dense(8, "relu"), keras.layers.Dense(1)]
     )
     model.compile(optimizer, "mse", jit_compile=jit_compile)
+    model.counter = counter
     return model
 
 
-def _reference(x, y, steps, lr_fn, mom_fn, kind):
-    """Full-batch MSE training of a bias-free Dense(1), in numpy."""
-    w = np.ones((3, 1), "float64")
-    buf = np.zeros_like(w)
-    m = np.zeros_like(w)
-    v = np.zeros_like(w)
-    for t in range(steps):
-        g = 2 * x.T @ (x @ w - y) / len(x)
-        lr, mom = lr_fn(t), mom_fn(t)
-        if kind == "sgd":
-            buf = mom * buf - lr * g
-            w = w + buf
-        else:
-            m = mom * m + (1 - mom) * g
-            v = 0.999 * v + 0.001 * g * g
-            alpha = lr * np.sqrt(1 - 0.999 ** (t + 1)) / (1 - mom ** (t + 1))
-            w = w - alpha * m / (np.sqrt(v) + 1e-7)
-    return w
+class LRRecorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.lr, self.momentum = [], []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        opt = self.model.optimizer
+        self.lr.append(_control.current_lr(opt))
+        self.momentum.append(_control.current_momentum(opt))
 
 
-def _piecewise():
-    return keras.optimizers.schedules.PiecewiseConstantDecay([1], [0.05, 0.01])
-
-
-@pytest.mark.parametrize("kind", ["sgd", "adam"])
-@pytest.mark.parametrize("jit_compile", [False, True])
-def test_schedule_and_momentum_reach_the_compiled_step(kind, jit_compile):
+def _fit(model, callbacks=(), epochs=2, **kwargs):
     x, y = _data()
-    opt = (
-        keras.optimizers.SGD(0.1, momentum=0.9)
-        if kind == "sgd"
-        else keras.optimizers.Adam(0.1)
+    rec = LRRecorder()
+    history = model.fit(
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=[*callbacks, rec],
+        **kwargs,
     )
-    if keras.backend.backend() == "torch" and jit_compile:
-        pytest.skip("jit_compile on torch uses torch.compile; covered eagerly")
-    model = _model(opt, jit_compile=jit_compile)
-    _control.set_schedule(model.optimizer, _piecewise())
-    _control.set_momentum_fn(
-        model.optimizer, lambda s: 0.5 + 0.1 * ops.cast(s, "float32")
-    )
-    _control.refresh(model)
-    model.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False)
-    expected = _reference(
-        x, y, 3, lambda t: 0.05 if t <= 1 else 0.01, lambda t: 0.5 + 0.1 * t, kind
-    )
-    got = ops.convert_to_numpy(model.layers[0].kernel)
-    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-6)
-    # Without the momentum function the result would differ: the trick is live.
-    plain = _reference(x, y, 3, lambda t: 0.05 if t <= 1 else 0.01, lambda t: 0.9, kind)
-    assert np.abs(plain - expected).max() > 1e-3
-    assert _control.current_lr(model.optimizer) == pytest.approx(0.01)
-    assert _control.current_momentum(model.optimizer) == pytest.approx(0.8)
+    return history, rec
 
 
-def test_controlled_optimizer_keeps_class_name_config_and_variables(tmp_path):
-    x, y = _data()
-    model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
-    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
-    n_vars = len(model.optimizer.variables)
-    _control.set_schedule(model.optimizer, _piecewise())
-    _control.set_momentum_fn(model.optimizer, lambda s: ops.cast(0.7, "float32"))
-    _control.refresh(model)
-    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
-    opt = model.optimizer
-    assert isinstance(opt, keras.optimizers.SGD)
-    assert type(opt).__name__ == "SGD"
-    assert len(opt.variables) == n_vars
-    config = opt.get_config()
-    assert config["momentum"] == 0.9
-    assert config["learning_rate"] == pytest.approx(0.1)
-    path = os.path.join(tmp_path, "model.keras")
+class _BadPlateau(keras.callbacks.Callback):
+    """Makes every epoch a plateau for the plateau callbacks (`min_delta`)."""
+
+
+def _reducer(patience=1, factor=0.5, keras_own=False):
+    cls = keras.callbacks.ReduceLROnPlateau if keras_own else ktc.ReduceLROnPlateau
+    return cls(monitor="loss", factor=factor, patience=patience, min_delta=1e9)
+
+
+# --- 1. a reduction is run-time state, and checkpoints keep it ------------------
+
+
+def test_reduction_of_an_own_schedule_survives_save_and_load(tmp_path):
+    schedule = keras.optimizers.schedules.CosineDecay(0.1, 10000)
+    model = _model(keras.optimizers.SGD(schedule))
+    _fit(model, [_reducer(patience=1, factor=0.1)], epochs=3)
+    lr = _control.current_lr(model.optimizer)
+    assert lr == pytest.approx(float(schedule(3 * SPE)) * 0.01, rel=1e-5)
+    path = str(tmp_path / "m.keras")
     model.save(path)
-    reloaded = keras.saving.load_model(path)
-    # Reloaded as the user's class (torch dispatches SGD to a backend
-    # subclass), not as the controlled twin.
-    assert isinstance(reloaded.optimizer, keras.optimizers.SGD)
-    assert not getattr(type(reloaded.optimizer), "_kt_controlled", False)
-    assert int(ops.convert_to_numpy(reloaded.optimizer.iterations)) == 4
-    for a, b in zip(reloaded.optimizer.variables, opt.variables):
-        np.testing.assert_allclose(
-            ops.convert_to_numpy(a), ops.convert_to_numpy(b), rtol=1e-6
-        )
-
-
-def test_scale_multiplies_float_lr_and_schedule():
-    x, y = _data()
-    model = _model(keras.optimizers.SGD(0.1))
-    _control.set_lr_scale(model.optimizer, 0.5)
-    assert _control.current_lr(model.optimizer) == pytest.approx(0.05)
-    assert not _control.has_schedule(model.optimizer)
-    _control.set_schedule(model.optimizer, _piecewise())
-    assert _control.has_schedule(model.optimizer)
-    assert _control.current_lr(model.optimizer) == pytest.approx(0.025)
-    _control.refresh(model)
-    model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
-    expected = _reference(
-        x, y, 2, lambda t: 0.5 * (0.05 if t <= 1 else 0.01), lambda t: 0.0, "sgd"
+    loaded = keras.saving.load_model(path, custom_objects={"Counting": Counting})
+    # A plain Keras optimizer with the reduced schedule in its config.
+    assert not getattr(type(loaded.optimizer), "_kt_controlled", False)
+    assert float(ops.convert_to_numpy(loaded.optimizer.learning_rate)) == pytest.approx(
+        lr, rel=1e-5
     )
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(model.layers[0].kernel), expected, rtol=2e-5
-    )
-    with pytest.raises(ValueError, match="positive"):
-        _control.set_lr_scale(model.optimizer, 0.0)
 
 
-def test_reaches_through_loss_scale_optimizer():
-    keras.config.set_dtype_policy("mixed_float16")
-    x, y = _data()
+def test_reduction_over_a_schedule_callback_survives_a_weights_checkpoint(tmp_path):
+    """A weights-only `ModelCheckpoint` mid-schedule, resumed with
+    `initial_epoch`, continues at the reduced LR."""
+    path = str(tmp_path / "w.weights.h5")
     model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
-    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-    bases = _control.base_optimizers(model.optimizer)
-    assert len(bases) == 1 and isinstance(bases[0], keras.optimizers.SGD)
-    _control.set_schedule(model.optimizer, _piecewise())
-    _control.refresh(model)
-    model.fit(x, y, batch_size=8, epochs=8, verbose=0)
-    # Dynamic loss scaling skips the first overflowing steps; the schedule
-    # follows the inner optimizer's real updates.
-    updates = int(ops.convert_to_numpy(bases[0].iterations))
-    assert updates >= 2
+    keep = model.get_weights()
+    cb = ktc.WarmupCosine(peak_lr=0.05, warmup_steps=2)
+    _, ref = _fit(model, [cb, _reducer(patience=1)], epochs=4)
+
+    model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    model.set_weights(keep)
+    ckpt = keras.callbacks.ModelCheckpoint(path, save_weights_only=True)
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit(model, [cb, _reducer(patience=1), ckpt, Stop()], epochs=4)
+    resumed = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    resumed.fit(_data()[0][:BATCH], _data()[1][:BATCH], epochs=1, verbose=0)
+    resumed.load_weights(path)
+    _, rec = _fit(resumed, [cb, _reducer(patience=1)], epochs=4, initial_epoch=2)
+    # The resumed epoch runs at the reduced LR of the interrupted run (the
+    # fresh plateau callback's own counters are not in a weights file).
+    np.testing.assert_allclose(rec.lr[:SPE], ref.lr[2 * SPE : 3 * SPE], rtol=1e-5)
+    assert rec.lr[0] == pytest.approx(0.5 * float(cb.schedule(2 * SPE)), rel=1e-5)
+
+
+def test_plain_keras_loads_a_file_saved_mid_schedule(tmp_path):
+    """The controlled optimizer saves exactly Keras's variables: a plain
+    optimizer loads all of them (Keras skips them all when counts differ)."""
+    path = str(tmp_path / "mid.keras")
+    model = _model(GradientCentralization(keras.optimizers.Adam(1e-3)))
+
+    class Save(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                self.model.save(path)
+
+    _fit(model, [ktc.OneCycle(max_lr=0.01), _reducer(), Save()], epochs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = keras.saving.load_model(path, custom_objects={"Counting": Counting})
+    saved = [v for v in model.optimizer.variables if not _control._is_control(v)]
+    assert len(loaded.optimizer.variables) == len(saved)
+    assert int(ops.convert_to_numpy(loaded.optimizer.iterations)) == SPE
+
+
+# --- 2. nothing leaks into later fits --------------------------------------------
+
+
+def test_a_new_schedule_starts_at_scale_one_and_the_lr_is_handed_back():
+    model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    _fit(model, [ktc.OneCycle(max_lr=0.05), _reducer(patience=1)], epochs=4)
+    assert _control.current_lr(model.optimizer) == pytest.approx(0.1)
+    _, rec = _fit(model, [ktc.OneCycle(max_lr=0.01)], epochs=2)
+    assert 0.009 < max(rec.lr) <= 0.01 * (1 + 1e-6)
+    assert _control.current_lr(model.optimizer) == pytest.approx(0.1)
+    assert _control.current_momentum(model.optimizer) == pytest.approx(0.9)
+
+
+# --- 3. an interrupted fit leaves nothing in control ---------------------------
+
+
+@pytest.mark.parametrize("exit_kind", ["keyboard", "error", "stop_training"])
+def test_an_interrupted_fit_leaves_no_schedule_in_control(exit_kind):
+    model = _model(keras.optimizers.SGD(0.01, momentum=0.5))
+
+    class Out(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                if exit_kind == "keyboard":
+                    raise KeyboardInterrupt
+                if exit_kind == "error":
+                    raise RuntimeError("boom")
+                self.model.stop_training = True
+
+    if exit_kind == "stop_training":
+        _fit(model, [ktc.OneCycle(max_lr=5.0), Out()], epochs=4)
+    else:
+        with pytest.raises((KeyboardInterrupt, RuntimeError)):
+            _fit(model, [ktc.OneCycle(max_lr=5.0), Out()], epochs=4)
+    _, rec = _fit(model, [], epochs=1)
+    np.testing.assert_allclose(rec.lr, 0.01, rtol=1e-6)
+    np.testing.assert_allclose(rec.momentum, 0.5, rtol=1e-6)
+    x, y = _data()
+    model.train_on_batch(x[:BATCH], y[:BATCH])
     assert _control.current_lr(model.optimizer) == pytest.approx(0.01)
 
 
-def test_sgd_without_momentum_cannot_cycle_momentum():
+# --- 5. flush after a scheduled fit ------------------------------------------------
+
+
+def test_flush_after_a_scheduled_fit_uses_the_schedules_last_step():
+    inner = keras.optimizers.SGD(0.5)
+    model = _model(GradientAccumulation(inner, steps=3))
+    cb = ktc.OneCycle(max_lr=0.05, cycle_momentum=False)
+    _fit(model, [cb], epochs=2)  # 8 batches: 2 updates and 2 pending
+    assert _control.current_lr(model.optimizer) == pytest.approx(0.5)
+    weights = [np.array(ops.convert_to_numpy(v)) for v in model.trainable_weights]
+    grads = [np.array(ops.convert_to_numpy(a)) for a in model.optimizer.accumulators]
+    count = float(ops.convert_to_numpy(model.optimizer.window_count))
+    assert count > 0
+    assert model.optimizer.flush()
+    last = float(cb.schedule(cb.schedule.total_steps - 1))
+    for w, g, v in zip(weights, grads, model.trainable_weights, strict=True):
+        step = w - np.asarray(ops.convert_to_numpy(v))
+        mean_grad = g / count if np.any(g) else g
+        # The weights move by last_lr * gradient (~1e-7: float32 rounding of
+        # the weights is the tolerance), not by 0.5 * gradient.
+        np.testing.assert_allclose(step, last * mean_grad, rtol=0.1, atol=6e-8)
+        assert np.max(np.abs(step)) < 1e-4 * np.max(np.abs(0.5 * mean_grad))
+    assert _control.current_lr(model.optimizer) == pytest.approx(0.5)
+
+
+# --- 6. Keras's own callbacks compose ------------------------------------------
+
+
+def test_keras_reduce_lr_on_plateau_scales_our_schedule():
     model = _model(keras.optimizers.SGD(0.1))
-    with pytest.raises(ValueError, match=r"SGD\(momentum>0\)"):
-        _control.set_momentum_fn(model.optimizer, lambda s: 0.9)
+    cb = ktc.WarmupCosine(peak_lr=0.05, warmup_steps=2)
+    _, ref = _fit(model, [cb], epochs=4)
+    model = _model(keras.optimizers.SGD(0.1))
+    _, rec = _fit(model, [cb, _reducer(patience=1, keras_own=True)], epochs=4)
+    # Keras's callback takes epoch 0 as its first best, then reduces at the
+    # end of every epoch: epochs 2 and 3 run at 0.5 and 0.25 of the schedule.
+    scale = np.repeat([1.0, 1.0, 0.5, 0.25], SPE)
+    np.testing.assert_allclose(rec.lr, np.asarray(ref.lr) * scale, rtol=1e-5)
+    assert _control.current_lr(model.optimizer) == pytest.approx(0.1)
 
 
-def test_optimizer_without_momentum_gets_clear_error():
-    model = _model(keras.optimizers.Adagrad(0.1))
-    with pytest.raises(ValueError, match="cycle_momentum=False"):
-        _control.set_momentum_fn(model.optimizer, lambda s: 0.9)
+# --- 7. initial_epoch on a fresh optimizer ------------------------------------
 
 
-def test_builtin_gradient_accumulation_is_detected():
-    opt = keras.optimizers.SGD(0.1, gradient_accumulation_steps=4)
-    assert _control.accumulation_steps(opt) == (4, "builtin")
-    assert _control.accumulation_steps(keras.optimizers.SGD(0.1)) == (1, None)
+def test_initial_epoch_on_a_fresh_optimizer_continues_the_schedule():
+    cb = ktc.OneCycle(max_lr=0.05)
+    _, ref = _fit(_model(keras.optimizers.SGD(0.1, momentum=0.9)), [cb], epochs=4)
+    fresh = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, rec = _fit(fresh, [cb], epochs=4, initial_epoch=2)
+    assert any("fresh optimizer" in str(w.message) for w in caught)
+    np.testing.assert_allclose(rec.lr, ref.lr[2 * SPE :], rtol=1e-5)
+    np.testing.assert_allclose(rec.momentum, ref.momentum[2 * SPE :], rtol=1e-5)
 
 
-def test_step_divisor_feeds_updates_to_the_schedule():
-    x, y = _data()
-    model = _model(keras.optimizers.SGD(0.1, gradient_accumulation_steps=2))
-    sched = keras.optimizers.schedules.PiecewiseConstantDecay([0], [0.05, 0.01])
-    _control.set_schedule(model.optimizer, sched, step_divisor=2)
-    _control.refresh(model)
-    # 2 micro-batches of 4 = one real update, made with the LR of update 0.
-    model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
-    expected = _reference(x, y, 1, lambda t: 0.05, lambda t: 0.0, "sgd")
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(model.layers[0].kernel), expected, rtol=2e-5
+# --- 8. callbacks are released ---------------------------------------------------
+
+
+def test_the_model_holds_no_callback_after_its_fit():
+    model = _model(keras.optimizers.SGD(0.1))
+    refs = []
+    for _ in range(3):
+        stop = ktc.EarlyStopping(monitor="loss", patience=5, restore_best_weights=True)
+        plateau = ktc.ReduceLROnPlateau(monitor="loss")
+        cycle = ktc.OneCycle(max_lr=0.01, cycle_momentum=False)
+        _fit(model, [stop, plateau, cycle], epochs=2)
+        assert stop.best_weights is None  # restored, then dropped
+        refs += [weakref.ref(stop), weakref.ref(plateau)]
+        del stop, plateau
+    gc.collect()
+    assert all(ref() is None for ref in refs)
+
+
+# --- 9. traces -------------------------------------------------------------------
+
+
+def _traces(model, runs):
+    for callbacks, epochs in runs:
+        _fit(model, callbacks(), epochs=epochs)
+    return model.counter.traces
+
+
+def _jit_modes():
+    return [True, False] if BACKEND == "torch" else ["auto"]
+
+
+@pytest.mark.parametrize("jit", _jit_modes())
+def test_traces_equal_plain_keras(jit):
+    if BACKEND == "torch" and jit is False:
+        pytest.skip("eager PyTorch runs `call` every step: nothing is traced")
+    plain = _traces(
+        _model(keras.optimizers.SGD(0.1, momentum=0.9), jit), [(list, 2)] * 3
     )
-
-
-def test_no_optimizer_is_a_clear_error():
-    with pytest.raises(ValueError, match="Compile the model"):
-        _control.take_control(None)
-
-
-@pytest.mark.parametrize("accumulate", [None, 2])
-@pytest.mark.parametrize("kind", ["sgd", "adam"])
-def test_schedule_and_momentum_are_evaluated_once_per_update(kind, accumulate):
-    # Keras reads the momentum (`beta_1` three times a variable on PyTorch's
-    # Adam) and the LR several times per update; `_control` evaluates each
-    # once, at the top of `apply`. Eager PyTorch calls the functions every
-    # update, TensorFlow and JAX once per trace: the counts must match.
-    calls = {"lr": 0, "momentum": 0}
-
-    class Counting(keras.optimizers.schedules.LearningRateSchedule):
-        def __call__(self, step):
-            calls["lr"] += 1
-            return ops.add(ops.multiply(ops.cast(step, "float32"), 0.0), 0.01)
-
-    def momentum(step):
-        calls["momentum"] += 1
-        return ops.add(ops.multiply(ops.cast(step, "float32"), 0.0), 0.9)
-
-    # With Keras's `gradient_accumulation_steps` the reads happen inside a
-    # conditional branch of `apply` (`ops.cond`).
-    opt = (
-        keras.optimizers.SGD(0.1, momentum=0.5, gradient_accumulation_steps=accumulate)
-        if kind == "sgd"
-        else keras.optimizers.Adam(
-            0.1, beta_1=0.5, gradient_accumulation_steps=accumulate
-        )
+    cb = ktc.OneCycle(max_lr=0.05)
+    ours = _traces(
+        _model(keras.optimizers.SGD(0.1, momentum=0.9), jit),
+        [(lambda: [cb], 2), (lambda: [cb], 2), (list, 2)],
     )
-    model = keras.Sequential(
-        [keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)]
+    assert ours == plain
+    # Reductions over a schedule (ours, smart and Keras's) trace nothing.
+    plain = _traces(_model(keras.optimizers.SGD(0.1), jit), [(list, 6)])
+    ours = _traces(
+        _model(keras.optimizers.SGD(0.1), jit),
+        [
+            (
+                lambda: [
+                    ktc.WarmupCosine(peak_lr=0.05, warmup_steps=2),
+                    _reducer(patience=1),
+                    _reducer(patience=2, keras_own=True),
+                ],
+                6,
+            )
+        ],
     )
-    model.compile(opt, "mse")
-    x, y = _data()
-    _control.set_schedule(model.optimizer, Counting())
-    _control.set_momentum_fn(model.optimizer, momentum)
-    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
-    assert calls["lr"] >= 1
-    assert calls["momentum"] == calls["lr"]
-    if keras.backend.backend() == "torch":
-        assert calls["lr"] == 2  # two calls of `apply`, eagerly
-    # Outside `apply` the values are computed on demand.
-    before = calls["momentum"]
-    name = _control.momentum_attribute(model.optimizer)
-    assert float(ops.convert_to_numpy(getattr(model.optimizer, name))) == (
-        pytest.approx(0.9)
-    )
-    assert calls["momentum"] == before + 1
+    assert ours == plain
+
+
+def test_backup_and_restore_resume_traces_like_plain_keras(tmp_path):
+    def run(with_ours):
+        model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+        backup = ktc.BackupAndRestore(str(tmp_path / f"b{with_ours}"))
+
+        class Stop(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 1:
+                    raise KeyboardInterrupt
+
+        extra = [ktc.OneCycle(max_lr=0.05), _reducer()] if with_ours else []
+        with pytest.raises(KeyboardInterrupt):
+            _fit(model, [backup, *extra, Stop()], epochs=4)
+        _fit(model, [backup, *extra], epochs=4)
+        return model.counter.traces
+
+    assert run(True) <= run(False)
+
+
+def test_momentum_cycling_reaches_the_compiled_step():
+    """The update used the cycled momentum (SGD: the buffer is m*mu - g*lr)."""
+    for jit in _jit_modes():
+        model = _model(keras.optimizers.SGD(0.1, momentum=0.9), jit)
+        cb = ktc.OneCycle(max_lr=0.05, base_momentum=0.5, max_momentum=0.6)
+        _, rec = _fit(model, [cb], epochs=1)
+        want = ops.convert_to_numpy(cb.schedule.momentum(np.arange(SPE)))
+        np.testing.assert_allclose(rec.momentum, want, rtol=1e-5)
+        assert _control.current_momentum(model.optimizer) == pytest.approx(0.9)

@@ -46,6 +46,8 @@ def _state(model):
         [
             np.array(ops.convert_to_numpy(v.value), copy=True)
             for v in model.optimizer.variables
+            # The control variables that `_control` adds (not saved).
+            if not getattr(v, "_kt_control", False)
         ],
     )
 
@@ -127,36 +129,43 @@ def test_sweeps_through_optimizer_wrappers_and_restores_them(kind):
         np.testing.assert_array_equal(a, b)
 
 
-def test_restores_installed_schedule_and_scale():
+def test_restores_a_plateau_reduced_own_schedule():
     x, y = _data()
-    model = _model(keras.optimizers.SGD(0.1))
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
-    _control.set_schedule(model.optimizer, schedule)
+    model = _model(keras.optimizers.SGD(schedule))
+    _control.take_control(model.optimizer, model)
     _control.set_lr_scale(model.optimizer, 0.25)
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)
     lr_before = _control.current_lr(model.optimizer)
     keras_tricks.find_lr(
         model, x, y, batch_size=32, start_lr=1e-4, end_lr=1.0, num_steps=10
     )
-    opt = _control.base_optimizers(model.optimizer)[0]
-    assert vars(opt)["_kt_schedule"] is schedule
+    assert model.optimizer._learning_rate is schedule
     assert _control.get_lr_scale(model.optimizer) == 0.25
     assert _control.current_lr(model.optimizer) == pytest.approx(lr_before)
     assert lr_before == pytest.approx(0.1 * 0.5 ** (3 / 10) * 0.25, rel=1e-6)
 
 
-def test_control_save_and_restore_state_round_trip():
-    opt = keras.optimizers.Adam(1e-3)
-    cls = type(opt)  # on torch a backend subclass of Adam
-    saved = _control.save_state(opt)
-    _control.set_schedule(opt, _SweepSchedule(1e-3, 1.0, 10), step_divisor=2)
-    _control.set_lr_scale(opt, 0.5)
-    assert type(opt) is not cls
-    _control.restore_state(saved)
-    assert type(opt) is cls
-    assert not [k for k in vars(opt) if k.startswith("_kt_")]
-    opt.build([keras.Variable(np.zeros(2, "float32"))])
-    assert _control.schedule_step(opt) == 0
+def test_restore_false_hands_the_lr_back_to_later_fits():
+    """Issue 14 #4: after `LRFinder(restore=False)` a plain `fit` trains at
+    the optimizer's own LR, not at the sweep's end."""
+    x, y = _data()
+    model = _model(keras.optimizers.SGD(0.01))
+    finder = keras_tricks.callbacks.LRFinder(
+        start_lr=1e-4, end_lr=10.0, num_steps=10, restore=False
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x, y, batch_size=32, epochs=10, callbacks=[finder], verbose=0)
+    assert _control.current_lr(model.optimizer) == pytest.approx(0.01)
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(_control.current_lr(self.model.optimizer))
+
+    model.fit(x, y, batch_size=32, epochs=1, callbacks=[Probe()], verbose=0)
+    np.testing.assert_allclose(seen, 0.01, rtol=1e-6)
 
 
 def test_mixed_float16_restores_and_records_finite_losses():

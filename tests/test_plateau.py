@@ -450,13 +450,15 @@ def test_several_base_optimizers_are_reduced():
     logs = {}
     log_learning_rates(model, logs)
     assert set(logs) == {"learning_rate_sgd", "learning_rate_adam"}
-    # With a schedule on one of them, one scale is applied to all.
+    # With a schedule on one of them, each is reduced where its LR lives:
+    # the schedule's scale, the other's variable.
     sgd2 = keras.optimizers.SGD(
         keras.optimizers.schedules.ExponentialDecay(0.2, 10, 0.9)
     )
     model.optimizer = types.SimpleNamespace(optimizers=[sgd2, adam])
     reduce_learning_rate(model, 0.5, 0.0)
-    assert _control.get_lr_scale(sgd2) == _control.get_lr_scale(adam) == 0.5
+    assert _control.get_lr_scale(sgd2) == 0.5
+    assert _control.current_lr(adam) == pytest.approx(0.0025)
 
 
 # --- SmartReduceLROnPlateau -----------------------------------------------

@@ -1,48 +1,51 @@
 """The shared machinery of the schedule callbacks (`OneCycle`, `SGDR`, ...).
 
-A schedule callback does three things, each once per `fit`, never per batch:
+A schedule callback does three things, each once per `fit`, never per batch
+(the mechanism is `keras_tricks._control`; read its docstring first):
 
 1. `on_train_begin`: size the schedule from `fit`'s epochs and steps (or from
    an explicit `total_steps`), in the unit the optimizer's step counter
-   counts, and check that the optimizer can take it (momentum cycling needs a
-   momentum).
+   counts; check that the optimizer can take it (momentum cycling needs a
+   momentum); take the lease of the optimizer and install the schedule as
+   its program (a retrace only when the schedule differs from the one
+   already traced).
 2. First `on_epoch_begin`: place the schedule on the optimizer's step axis
-   (its *origin*, see below), install it with `_control.set_schedule` (and
-   `set_momentum_fn`), and rebuild the train function once. The schedule then
-   runs inside the compiled step, from the optimizer's own `iterations`.
+   (its *origin*, see below), set its scale and switch it on. These are
+   run-time state: nothing retraces.
 3. `on_epoch_end`: write the LR (and momentum) the next update will use into
-   `logs`. `on_train_end`: hand the LR back to the optimizer.
+   `logs`, from host tables. `on_train_end`: hand the LR back (a `fit` that
+   raises never gets there: the next `fit` of the model releases it).
 
 **Origin.** The schedule sees `iterations - origin`, where `origin` is the
 optimizer step at which epoch 0 of this `fit` began (or would have begun):
 `origin = iterations - initial_epoch * steps_per_epoch`, read at the first
-epoch (after `BackupAndRestore` has restored the optimizer and the epoch), and
-never below 0. So:
+epoch (after `BackupAndRestore` has restored the optimizer and the epoch).
+So:
 
 * a fresh `fit(epochs=E)` runs the whole schedule over its `E` epochs, also on
   a model that was trained before (a second `fit` call starts a new schedule,
-  like calling fastai's `fit_one_cycle` twice);
+  at scale 1, like calling fastai's `fit_one_cycle` twice);
 * `fit(epochs=E, initial_epoch=e)`, and a run that `BackupAndRestore` resumes
-  at epoch `e`, continue the schedule of an `E`-epoch run where it was: the
-  LR trajectory is the one of the uninterrupted run.
-
-The only state is the optimizer's checkpointed `iterations`: the callback
-adds no variable to the optimizer.
+  at epoch `e`, continue the schedule of an `E`-epoch run where it was, with
+  the plateau reductions the checkpoint holds: the LR trajectory is the one of
+  the uninterrupted run. When the optimizer is fresh (`iterations` is 0: a
+  weights-only checkpoint, a recompile) the origin is negative, so the
+  schedule still continues at epoch `e`, and a warning says that the
+  optimizer's state (moments, reductions) starts afresh.
 """
 
 import math
+import warnings
 
 import keras
 import numpy as np
-from keras import ops
 
 from keras_tricks import _control
 from keras_tricks.schedules import _primitives as P
 
 _COUNTS = ("updates", "batches")
 
-
-# Largest lookup table (see `_PlacedSchedule`): 4 MiB of float32.
+# Largest lookup table (see `_control.Program`): 4 MiB of float32.
 _MAX_TABLE = 2**20
 # The backends whose train step reads the schedule from a table: PyTorch runs
 # it eagerly, op by op; a TensorFlow graph runs each of a schedule's few dozen
@@ -51,129 +54,32 @@ _MAX_TABLE = 2**20
 _TABLE_BACKENDS = ("torch", "tensorflow")
 
 
-class _PlacedSchedule:
-    """A schedule moved to start at optimizer step `origin`.
+def _config_key(schedule):
+    try:
+        config = schedule.get_config()
+    except (AttributeError, NotImplementedError):
+        return None
+    try:
+        return (type(schedule).__name__, repr(sorted(config.items())))
+    except TypeError:
+        return None
 
-    `divisor` turns batches into real updates under Keras's built-in
-    `gradient_accumulation_steps`. The shift comes before the division so that
-    an origin that is not a multiple of the divisor stays exact.
 
-    With `table_size=n` the schedule is evaluated once, vectorized, for the
-    steps `0 .. n-1` this fit can reach, and each update looks its value up
-    (one gather, the step clamped to the table). PyTorch runs the train step
-    eagerly, op by op, where the few dozen scalar ops of a schedule cost more
-    than the update of a small model, and a TensorFlow graph pays its
-    executor for each of them; XLA fuses them on JAX, which gets no table
-    (see `_TABLE_BACKENDS`).
-    """
-
-    def __init__(
-        self, schedule, origin, divisor, table_size=None, host_table_size=None
-    ):
-        self.schedule = schedule
-        self.origin = int(origin)
-        self.divisor = int(divisor)
-        self._lr_table = self._momentum_table = None
-        # Host (numpy) copies, for the values written into `logs` once per
-        # epoch: evaluating the schedule eagerly costs a few dozen small
-        # backend dispatches (about 4 ms on JAX, per value), a numpy lookup
-        # nothing. They never feed the train step.
-        self._host_lr = self._host_momentum = None
-        size = max(table_size or 0, host_table_size or 0)
-        if 0 < size <= _MAX_TABLE:
-            steps = ops.convert_to_tensor(np.arange(size, dtype="int64"))
-            self._host_lr = self._host_table(schedule, steps)
-            if getattr(schedule, "has_momentum", False):
-                self._host_momentum = self._host_table(schedule.momentum, steps)
-            if table_size is not None and 0 < table_size <= _MAX_TABLE:
-                self._lr_table = ops.convert_to_tensor(self._host_lr[:table_size])
-                if self._host_momentum is not None:
-                    self._momentum_table = ops.convert_to_tensor(
-                        self._host_momentum[:table_size]
-                    )
-
-    @staticmethod
-    def _host_table(fn, steps):
-        return np.asarray(ops.convert_to_numpy(fn(steps)), dtype="float32")
-
-    def host_values(self, iterations):
-        """`(lr, momentum)` at optimizer step `iterations`, from the host tables.
-
-        `momentum` is None for a schedule without one; the whole result is
-        None when no table was built (the caller evaluates the schedule).
-        """
-        if self._host_lr is None:
-            return None
-        step = max(int(iterations) - self.origin, 0)
-        if self.divisor > 1:
-            step //= self.divisor
-        step = min(step, self._host_lr.shape[0] - 1)
-        momentum = None
-        if self._host_momentum is not None:
-            momentum = float(self._host_momentum[step])
-        return float(self._host_lr[step]), momentum
-
-    def _table_index(self, step):
-        # The step moved and divided as in `_local_step` and clamped to the
-        # tables. The tables serve PyTorch's eager step, where each Keras op
-        # costs about 20 us: the backend tensor's own operators and `clip`
-        # method cost 2-3 us each (`ops.clip` where a tensor has no `clip`).
-        if isinstance(step, keras.Variable):
-            step = step.value
-        elif not hasattr(step, "dtype") or "int" not in str(step.dtype):
-            # A Python number, or float steps (a plot): not the train step's
-            # path, which passes the integer `iterations`.
-            step = ops.cast(ops.floor(ops.convert_to_tensor(step)), "int32")
-        if self.origin:
-            step = step - self.origin
-        if self.divisor > 1:
-            step = step // self.divisor
-        last = int(self._lr_table.shape[0]) - 1
-        clip = getattr(step, "clip", None)
-        return clip(0, last) if clip is not None else ops.clip(step, 0, last)
-
-    @staticmethod
-    def _gather(table, index):
-        # A scalar step (the train step's case) is indexed, not `ops.take`n:
-        # one native gather instead of a Keras op. A vector of steps (a plot,
-        # a test) needs `take` on TensorFlow.
-        if len(index.shape) == 0:
-            return table[index]
-        return ops.take(table, index)
-
-    def _lookup(self, table, step):
-        return self._gather(table, self._table_index(step))
-
-    def _local_step(self, step):
-        if self.origin:
-            step = ops.maximum(ops.subtract(step, self.origin), 0)
-        if self.divisor > 1:
-            step = ops.floor_divide(step, self.divisor)
-        return step
-
-    def lr_and_momentum(self, step):
-        """`(lr, momentum)` at `step` from one clamp of the step (tables only).
-
-        `_control` uses it when this schedule also drives the momentum; None
-        when there are no tables (the values are then computed one by one).
-        """
-        if self._lr_table is None or self._momentum_table is None:
-            return None
-        index = self._table_index(step)
-        return (
-            self._gather(self._lr_table, index),
-            self._gather(self._momentum_table, index),
-        )
-
-    def __call__(self, step):
-        if self._lr_table is not None:
-            return self._lookup(self._lr_table, step)
-        return self.schedule(self._local_step(step))
-
-    def momentum(self, step):
-        if self._momentum_table is not None:
-            return self._lookup(self._momentum_table, step)
-        return self.schedule.momentum(self._local_step(step))
+def make_program(model, schedule, momentum, divisor, table_size):
+    """The `_control.Program` for ``schedule`` in this model's train step."""
+    key = _config_key(schedule)
+    backend = keras.backend.backend()
+    if backend not in _TABLE_BACKENDS or not table_size or table_size > _MAX_TABLE:
+        table_size = None
+    if key is not None:
+        key = key + (momentum is not None, int(divisor), table_size, backend)
+    return _control.Program(
+        schedule,
+        momentum=momentum,
+        divisor=divisor,
+        table_size=table_size,
+        key=key,
+    )
 
 
 def check_optional_int(name, value, gt=0):
@@ -197,6 +103,37 @@ def check_at_most_one(**named):
     return given
 
 
+def check_momentum(opt):
+    """Raise a clear error when ``opt`` has no momentum that can be cycled."""
+    name = _control.momentum_attribute(opt)
+    if name is None:
+        raise ValueError(
+            "Momentum cycling needs an optimizer with `momentum` (SGD) or "
+            "`beta_1` (Adam, AdamW, Nadam, Adamax, Lamb, Lion). "
+            f"Received: {type(opt).__name__}. Pass `cycle_momentum=False`."
+        )
+    raw = vars(opt).get(name)
+    if isinstance(opt, keras.optimizers.SGD) and raw == 0:
+        raise ValueError(
+            "Momentum cycling needs `SGD(momentum>0)`: with momentum=0 "
+            "Keras's SGD keeps no momentum buffers. Received: "
+            "SGD(momentum=0). Create it with e.g. `momentum=0.9`, or pass "
+            "`cycle_momentum=False`."
+        )
+    if isinstance(opt, keras.optimizers.RMSprop):
+        # RMSprop branches on `momentum > 0` in Python, like SGD.
+        raise ValueError(
+            "Momentum cycling is supported for SGD and the Adam family "
+            f"(`beta_1`). Received: {type(opt).__name__}. Pass "
+            "`cycle_momentum=False`."
+        )
+    if not isinstance(raw, (int, float, np.floating, np.integer)):
+        raise ValueError(
+            f"Momentum cycling needs a number as the optimizer's `{name}`. "
+            f"Received: {name}={raw!r}"
+        )
+
+
 class ScheduleCallback(keras.callbacks.Callback):
     """Base class: sizes a schedule from `fit`, installs it, logs it.
 
@@ -217,7 +154,8 @@ class ScheduleCallback(keras.callbacks.Callback):
 
     def _reset(self):
         self._schedule = None
-        self._placed = None
+        self._program = None
+        self._placed = False
         self._divisor = 1
         self._unit_per_batch = 1.0
         self._iters_per_epoch = None
@@ -260,7 +198,7 @@ class ScheduleCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._reset()
         optimizer = self.model.optimizer
-        _control.take_control(optimizer)
+        _control.take_control(optimizer, self.model)
         k, kind = _control.accumulation_steps(optimizer)
         # How many schedule steps one batch is, and how many optimizer
         # iterations one epoch advances.
@@ -302,77 +240,85 @@ class ScheduleCallback(keras.callbacks.Callback):
                 f"steps={steps}, total_steps={self.total_steps}"
             )
         self._schedule = self._sized(lambda: self._make_schedule(total, per_epoch))
+        momentum = None
         if self._cycle_momentum:
             if not getattr(self._schedule, "has_momentum", False):
                 raise ValueError(
                     f"{type(self._schedule).__name__} has no momentum schedule."
                 )
-            # Fails here, with the optimizer named, when there is no momentum.
-            _control.set_momentum_fn(optimizer, lambda step: self._schedule.momentum(0))
-            _control.set_momentum_fn(optimizer, None)
+            for base in _control.base_optimizers(optimizer):
+                check_momentum(base)
+            momentum = self._schedule.momentum
+        table_size = None
+        if self._fit_steps is not None:
+            # Every step this fit reaches, and the one after (logged as "lr").
+            table_size = self._fit_steps + 2
+        program = make_program(
+            self.model, self._schedule, momentum, self._divisor, table_size
+        )
+        _control.lease(optimizer, self)
+        self._program = _control.install(self.model, program)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._placed is not None or self._schedule is None:
+        if self._placed or self._program is None:
             return
+        self._placed = True
         optimizer = self.model.optimizer
-        base = _control.base_optimizers(optimizer)[0]
-        iterations = int(ops.convert_to_numpy(base._iterations))
+        iterations = _control.iterations(optimizer)
         if self._iters_per_epoch is None:
             # Unknown epoch length: a later epoch can only be a resume of a
             # schedule that started at the optimizer's step 0.
             origin = iterations if epoch == 0 else 0
         else:
             origin = iterations - int(math.floor(epoch * self._iters_per_epoch))
-        # A resumed run may have fewer iterations than batches seen (the
-        # updates that a LossScaleOptimizer skipped): never before step 0.
-        origin = max(origin, 0)
-        table_size = None
-        if keras.backend.backend() in _TABLE_BACKENDS and self._fit_steps is not None:
-            # Every step this fit reaches, and the one after (logged as "lr").
-            table_size = self._fit_steps + 2
-        host_table_size = None
-        if self._fit_steps is not None:
-            host_table_size = self._fit_steps + 2
-        self._placed = _PlacedSchedule(
-            self._schedule,
+        scale = _control.pending_scale(optimizer)
+        if scale is None:
+            if epoch == 0:
+                scale = 1.0
+            elif iterations == 0:
+                scale = 1.0
+                warnings.warn(
+                    f"{type(self).__name__} resumes its schedule at epoch "
+                    f"{epoch} on an optimizer whose step counter is 0 (a fresh "
+                    "optimizer: a weights-only checkpoint or a recompile). The "
+                    "schedule continues where the epoch puts it, but the "
+                    "optimizer's state (its moments and any plateau "
+                    "reduction) starts afresh.",
+                    stacklevel=2,
+                )
+            else:
+                # A resume: the checkpoint restored the scale, unless this is
+                # the same process after an interrupted run of this schedule.
+                scale = _control.released_scale(optimizer, self._program.key)
+        _control.start(
+            optimizer,
             origin,
-            self._divisor,
-            table_size=table_size,
-            host_table_size=host_table_size,
+            lr_on=True,
+            momentum_on=self._cycle_momentum,
+            scale=scale,
         )
-        _control.set_schedule(optimizer, self._placed)
-        if self._cycle_momentum:
-            _control.set_momentum_fn(optimizer, self._placed.momentum)
-        _control.refresh(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None or self._placed is None:
+        if logs is None or not self._placed or self._program is None:
             return
         optimizer = self.model.optimizer
+        if _control.owner(optimizer) is not self:
+            return
         base = _control.base_optimizers(optimizer)[0]
-        host = self._placed.host_values(ops.convert_to_numpy(base._iterations))
-        if host is None:
-            logs["lr"] = _control.current_lr(optimizer)
-            momentum = _control.current_momentum(optimizer)
+        shifted = _control.iterations(optimizer) - _control.origin(optimizer)
+        local = max(shifted, 0) // self._program.divisor
+        logs["lr"] = self._program.host_lr(local) * _control.schedule_scale(base)
+        if self._cycle_momentum:
+            momentum = self._program.host_momentum(local)
         else:
-            lr, cycled = host
-            logs["lr"] = lr * _control.get_lr_scale(optimizer)
-            if self._cycle_momentum and cycled is not None:
-                momentum = cycled
-            else:
-                momentum = _control.current_momentum(optimizer)
+            momentum = _control.user_momentum(base)
         if momentum is not None:
             logs["momentum"] = momentum
 
     def on_train_end(self, logs=None):
-        if self._placed is None:
-            return
-        optimizer = self.model.optimizer
-        _control.set_schedule(optimizer, None)
-        if self._cycle_momentum:
-            _control.set_momentum_fn(optimizer, None)
-        _control.refresh(self.model)
-        self._placed = None
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and _control.owner(optimizer) is self:
+            _control.release(optimizer, ended=True)
 
     def get_config(self):
         return {"total_steps": self.total_steps, "count": self.count}

@@ -5,7 +5,9 @@ but not the state of callbacks. A plateau rule that forgets its best value and
 its wait counter after a restart decides differently from an uninterrupted
 run. So the stateful callbacks of this package:
 
-* register themselves on the model in `set_model` (``model._keras_tricks_stateful``);
+* register themselves on the model in `set_model` (``model._keras_tricks_stateful``,
+  weak references: the model keeps no callback, nor the weights an
+  `EarlyStopping` holds, alive after its `fit`);
 * expose ``get_state()`` (a JSON-serializable dict) and ``set_state(dict)``;
 * apply a pending state, stashed on the model by
   `keras_tricks.callbacks.BackupAndRestore` when it resumes, at their first
@@ -20,6 +22,8 @@ callback list. The callbacks of one `fit` are told apart from those of an
 earlier one on the same model by the `params` dict that Keras hands to every
 callback of one callback list.
 """
+
+import weakref
 
 REGISTRY = "_keras_tricks_stateful"
 PENDING = "_keras_tricks_pending_state"
@@ -54,8 +58,13 @@ def register(model, callback):
     if registry is None:
         registry = []
         _set(model, REGISTRY, registry)
-    if not any(entry is callback for entry in registry):
-        registry.append(callback)
+    registry[:] = [ref for ref in registry if ref() is not None]
+    if not any(ref() is callback for ref in registry):
+        registry.append(weakref.ref(callback))
+
+
+def _registered(model):
+    return [cb for cb in (ref() for ref in (_get(model, REGISTRY) or [])) if cb is not None]
 
 
 def _same_fit(a, b):
@@ -67,8 +76,7 @@ def _same_fit(a, b):
 
 def active_callbacks(model, anchor):
     """The stateful callbacks of ``model`` in the same callback list as ``anchor``."""
-    registry = _get(model, REGISTRY) or []
-    return [cb for cb in registry if _same_fit(cb, anchor)]
+    return [cb for cb in _registered(model) if _same_fit(cb, anchor)]
 
 
 def base_key(callback):

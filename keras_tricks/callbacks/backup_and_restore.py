@@ -14,6 +14,44 @@ _STATE_FILE = "keras_tricks_state.json"
 _ARRAYS_FILE = "keras_tricks_arrays.npz"
 
 
+def _scales(model):
+    """The scales that the weights file does not hold (see `_control`)."""
+    optimizer = model.optimizer
+    bases = _control.base_optimizers(optimizer)
+    if not bases or _control._state(bases[0]) is None:
+        return {"schedule_scale": None, "own_scale": 1.0}
+    base = bases[0]
+    state = _control._state(base)
+    schedule = _control.schedule_scale(base) if state.lr_on else None
+    return {
+        "schedule_scale": schedule,
+        "own_scale": float(state.own_scale.numpy()),
+    }
+
+
+def _restore_scales(model, payload):
+    optimizer = model.optimizer
+    if "format" not in payload:
+        # Written by keras_tricks 0.1: one `lr_scale` on whatever drove the
+        # LR (a schedule callback's schedule, or the optimizer's own).
+        scale = float(payload.get("lr_scale", 1.0))
+        if scale == 1.0:
+            return
+        bases = _control.take_control(optimizer, model)
+        _control.set_pending_scale(optimizer, scale)
+        for base in bases:
+            if not _control.has_lr_variable(base):
+                _control._state(base).own_scale.assign(scale)
+        return
+    bases = _control.take_control(optimizer, model)
+    own = float(payload.get("own_scale", 1.0))
+    for base in bases:
+        _control._state(base).own_scale.assign(own)
+    schedule = payload.get("schedule_scale")
+    if schedule is not None:
+        _control.set_pending_scale(optimizer, float(schedule))
+
+
 @keras.saving.register_keras_serializable(package="keras_tricks")
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
     """Back up and restore the training state, callback decisions included.
@@ -27,12 +65,14 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
 
     * `keras_tricks_state.json`: the state (`get_state()`) of every stateful
       keras_tricks callback in the same `fit` (`ReduceLROnPlateau`,
-      `SmartReduceLROnPlateau`, `EarlyStopping`) and the LR scale that
-      plateau reductions put on top of a schedule;
+      `SmartReduceLROnPlateau`, `EarlyStopping`) and the plateau scales that
+      the weights file does not hold (see `keras_tricks._control`; the scale
+      of a schedule installed on an optimizer with a float LR is in its LR
+      variable, which the weights file holds);
     * `keras_tricks_arrays.npz`: arrays a callback asks to keep, i.e. the
       best weights of an `EarlyStopping(restore_best_weights=True)`.
 
-    On resume it restores the LR scale at once and leaves the callback states
+    On resume it restores the scales at once and leaves the callback states
     on the model; each callback takes its own at its first `on_epoch_begin`,
     so the order of the callback list does not matter. A callback that
     changes its state after this one saved (it comes later in the list)
@@ -107,10 +147,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         if payload is None:
             return
         model = self.model
-        scale = float(payload.get("lr_scale", 1.0))
-        if scale != _control.get_lr_scale(model.optimizer):
-            _control.set_lr_scale(model.optimizer, scale)
-            _control.refresh(model)
+        _restore_scales(model, payload)
         states = payload.get("callbacks", {})
         arrays = self._read_arrays()
         for key, values in arrays.items():
@@ -174,10 +211,11 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         model = self.model
         callbacks = _state.active_callbacks(model, self)
         payload = {
+            "format": 2,
             "epoch": self._current_epoch,
-            "lr_scale": _control.get_lr_scale(model.optimizer),
             "callbacks": _state.collect(model, self),
         }
+        payload.update(_scales(model))
         tmp = self._state_path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(payload, f)

@@ -241,6 +241,8 @@ class EarlyStopping(_monitor.MonitorCallback):
                     f"{self.best_epoch + 1}."
                 )
             self.model.set_weights(self.best_weights)
+            # Restored: a copy of every weight is not kept alive any longer.
+            self.best_weights = None
 
     def get_state(self):
         state = super().get_state()

@@ -135,7 +135,7 @@ class LRFinder(keras.callbacks.Callback):
         self._saved = {
             "model": copy(model.variables),
             "optimizer": copy(optimizer.variables),
-            "control": _control.save_state(optimizer),
+            "control": _control.snapshot(optimizer),
         }
 
     def restore(self):
@@ -145,14 +145,9 @@ class LRFinder(keras.callbacks.Callback):
             return
         for variable, value in saved["model"] + saved["optimizer"]:
             variable.assign(value)
-        _control.restore_state(saved["control"])
-        # The sweep's train function has the sweep schedule baked in: build a
-        # new one (traced at the next fit). Keeping the train function from
-        # before the sweep would save that retrace, but on JAX a live jitted
-        # `model.train_step` makes `jax.jit` hand its cached trace to the
-        # next jit of the same bound method: the sweep itself would then run
-        # with the old LR.
-        _control.refresh(self.model)
+        # The control variables came back with the optimizer's; the sweep's
+        # program stays traced, switched off: nothing retraces.
+        _control.restore(saved["control"])
 
     # -- hooks --------------------------------------------------------------
 
@@ -171,6 +166,7 @@ class LRFinder(keras.callbacks.Callback):
         self._avg, self._best = 0.0, math.inf
         self._stop_reason = None
         self._execution = batches_per_execution(model)
+        _control.take_control(optimizer, model)
         if self.restore_state:
             self._save(model)
         self._schedule = _SweepSchedule(
@@ -179,13 +175,22 @@ class LRFinder(keras.callbacks.Callback):
             self.num_steps * self._execution,
             self.mode,
         )
-        # The sweep owns the LR: no momentum function, no plateau scale.
-        _control.set_momentum_fn(optimizer, None)
-        _control.set_lr_scale(optimizer, 1.0)
-        _control.set_schedule(optimizer, self._schedule, step_divisor=1)
-        self._schedule.offset = _control.schedule_step(optimizer)
+        # The sweep owns the LR: no momentum function, scale 1 (the LR
+        # variable set to the sweep's peak), from this step on.
+        _control.lease(optimizer, self)
+        # The program sees the step shifted by the origin already.
+        sweep = _SweepSchedule(
+            self.start_lr, self.end_lr, self._schedule.total, self.mode
+        )
+        program = _control.Program(
+            sweep,
+            peak=self.end_lr,
+            key=("LRFinder", self.start_lr, self.end_lr, self._schedule.total, self.mode),
+        )
+        _control.install(model, program)
+        self._schedule.offset = _control.iterations(optimizer)
+        _control.start(optimizer, self._schedule.offset, lr_on=True, scale=1.0)
         self._last_step = self._schedule.offset
-        _control.refresh(model)
 
     def on_train_batch_begin(self, batch, logs=None):
         # Keras's loss tracker is a Mean weighted by sample count that runs
@@ -207,7 +212,7 @@ class LRFinder(keras.callbacks.Callback):
                 f"logs with keys {sorted(logs)}."
             )
         loss = float(ops.convert_to_numpy(logs["loss"]))
-        step = _control.schedule_step(self.model.optimizer)
+        step = _control.iterations(self.model.optimizer)
         first = self._last_step - self._schedule.offset
         last = max(step - self._schedule.offset, first + 1) - 1
         self._last_step = step
@@ -258,6 +263,9 @@ class LRFinder(keras.callbacks.Callback):
             self.result.stop_reason = "diverged"
         if self.restore_state:
             self.restore()
+        else:
+            # The weights stay as the sweep left them; the LR goes back.
+            _control.release(self.model.optimizer)
         if (
             self._warn_no_descent
             and self.result.stop_reason != "data"

@@ -29,39 +29,18 @@ def log_learning_rates(model, logs):
 def reduce_learning_rate(model, factor, min_lr):
     """Multiply the model's LR by ``factor``, not below ``min_lr``.
 
-    Where the LR is a plain variable (no schedule), each base optimizer's
-    variable is assigned, as Keras does: the new value is part of the
-    optimizer state, so it is saved and checkpointed. Where a schedule runs,
-    the schedule is scaled (``lr = schedule(step) * scale``) through
-    `keras_tricks._control`, and ``min_lr`` bounds the LR at the moment of the
-    reduction. Returns ``[(optimizer, new_lr), ...]`` for the optimizers that
-    changed.
+    Whatever drives the LR, the reduction is run-time state that the compiled
+    step reads (nothing retraces) and that checkpoints keep (see
+    `keras_tricks._control`): a plain LR variable is assigned, as Keras does;
+    a schedule installed by a callback is scaled through the optimizer's LR
+    variable; a schedule the optimizer was created with is scaled too.
+    ``min_lr`` bounds the LR at the moment of the reduction. Returns
+    ``[(optimizer, new_lr), ...]`` for the optimizers that changed.
     """
     optimizer = model.optimizer
-    bases = _control.base_optimizers(optimizer)
-    if not bases:
+    if not _control.base_optimizers(optimizer):
         raise ValueError("The model has no optimizer. Compile the model before `fit`.")
-    floor = np.float32(min_lr)
-    changed = []
-    if any(_control.has_schedule(base) for base in bases):
-        old = _control.current_lr(optimizer)
-        if old > floor:
-            new = max(old * factor, min_lr)
-            scale = _control.get_lr_scale(optimizer) * new / old
-            _control.set_lr_scale(optimizer, scale)
-            _control.refresh(model)
-            changed = [(base, new) for base in bases]
-        return changed
-    for base in bases:
-        # An LR scale may have been set earlier (by a resumed run or another
-        # callback); the variable holds the unscaled value.
-        scale = float(vars(base).get(_control._SCALE, 1.0))
-        old = _lr_of(base)
-        if old > floor:
-            new = max(old * factor, min_lr)
-            base.learning_rate = new / scale
-            changed.append((base, new))
-    return changed
+    return _control.multiply_lr(optimizer, factor, min_lr, model=model)
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")

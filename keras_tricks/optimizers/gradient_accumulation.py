@@ -14,6 +14,8 @@ import math
 import keras
 from keras import ops
 
+from keras_tricks import _control
+
 from keras_tricks.optimizers._wrapper import OptimizerWrapper, is_finite
 
 
@@ -349,7 +351,9 @@ class GradientAccumulation(OptimizerWrapper):
         if not self.built or int(ops.convert_to_numpy(self.window_count)) == 0:
             return False
         variables = self._trainable_variables
-        self._apply_window([True] * len(variables), variables, self.accumulators)
+        # After a scheduled `fit`, the window belongs to its last step.
+        with _control.last_schedule(self):
+            self._apply_window([True] * len(variables), variables, self.accumulators)
         return True
 
     def get_config(self):

@@ -16,7 +16,7 @@ is fixed when the schedule is made.
 import math
 import numbers
 
-from keras import ops
+from keras_tricks.schedules._ops import ops
 
 ANNEAL_KINDS = ("linear", "cos", "constant")
 

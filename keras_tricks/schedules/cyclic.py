@@ -3,7 +3,7 @@
 import math
 
 import keras
-from keras import ops
+from keras_tricks.schedules._ops import ops
 
 from keras_tricks.schedules import _primitives as P
 
