@@ -3,7 +3,6 @@
 import math
 
 import keras
-import numpy as np
 
 from keras_tricks import _control
 from keras_tricks.callbacks import _monitor

@@ -15,7 +15,6 @@ import keras
 from keras import ops
 
 from keras_tricks import _control
-
 from keras_tricks.optimizers._wrapper import OptimizerWrapper, is_finite
 
 

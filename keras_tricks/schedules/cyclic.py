@@ -3,9 +3,9 @@
 import math
 
 import keras
-from keras_tricks.schedules._ops import ops
 
 from keras_tricks.schedules import _primitives as P
+from keras_tricks.schedules._ops import ops
 
 MODES = ("triangular", "triangular2", "exp_range")
 

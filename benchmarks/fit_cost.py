@@ -1,0 +1,192 @@
+"""Whole-`fit` cost of the control core, fixed costs included, and trace counts.
+
+`update_cost.py` pairs per-update blocks and `overhead.py` drops the first
+epoch: neither sees what a `fit` pays once (tracing, compiling, host work at
+`fit` start). This script times whole `fit` calls of a notebook's second run
+("refit": the model was trained before, the same callbacks come again) on a
+small MLP on scikit-learn's digits, and counts traces with a layer whose `call`
+increments a Python counter (it runs once per trace; on eager PyTorch once per
+step, so no trace count is shown there):
+
+* `plain`: SGD(0.1, momentum=0.9) at a constant LR, no callback (reference);
+* `OneCycle+GC`: `GradientCentralization(SGD)` with `OneCycle` (momentum
+  cycling), the same callback instance in both fits, then a plain `fit`;
+* `WarmupCosine+RLROP`: `WarmupCosine` with `ReduceLROnPlateau(patience=1)`
+  reducing at every epoch end, in both fits;
+
+and the fixed cost of building the host tables of a 100,000-step `OneCycle`
+program at `fit` start (`_control.Program`, NumPy).
+
+Usage:
+
+    python benchmarks/fit_cost.py                 # the current KERAS_BACKEND
+    python benchmarks/fit_cost.py --all-backends  # tensorflow, jax and torch
+    python benchmarks/fit_cost.py --quick         # smoke run
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+BACKENDS = ("tensorflow", "jax", "torch")
+CONFIGS = ("plain", "OneCycle+GC", "WarmupCosine+RLROP")
+
+
+def _parse():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run")
+    parser.add_argument("--all-backends", action="store_true")
+    parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def _one(config, epochs, seed):
+    import keras
+    from sklearn.datasets import load_digits
+
+    import keras_tricks
+    from keras_tricks import callbacks as ktc
+
+    class Counting(keras.layers.Layer):
+        traces = 0
+
+        def call(self, x):
+            Counting.traces += 1
+            return x
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype("float32")
+    keras.utils.set_random_seed(seed)
+    counter = Counting()
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            counter,
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    if config == "OneCycle+GC":
+        optimizer = keras_tricks.optimizers.GradientCentralization(optimizer)
+    model.compile(optimizer, "sparse_categorical_crossentropy")
+    if config == "plain":
+        callbacks = []
+    elif config == "OneCycle+GC":
+        callbacks = [ktc.OneCycle(max_lr=0.1)]
+    else:
+        callbacks = [
+            ktc.WarmupCosine(peak_lr=0.1, warmup_ratio=0.1),
+            ktc.ReduceLROnPlateau(monitor="loss", patience=1, min_delta=1e9),
+        ]
+
+    def fit(cbs):
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=cbs)
+        return time.perf_counter() - start
+
+    first = fit(callbacks)
+    traces_first = Counting.traces
+    refit = fit(callbacks)
+    traces_refit = Counting.traces - traces_first
+    plain_after = fit([])
+    traces_plain = Counting.traces - traces_first - traces_refit
+    return {
+        "first": first,
+        "refit": refit,
+        "plain_after": plain_after,
+        "traces": [traces_first, traces_refit, traces_plain],
+    }
+
+
+def _table_cost():
+    import numpy as np
+
+    from keras_tricks import _control, schedules
+
+    schedule = schedules.OneCycle(max_lr=0.1, total_steps=100_000)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        _control.Program(
+            schedule, schedule.momentum, table_size=100_002
+        )
+        best = min(best, time.perf_counter() - start)
+    np.asarray(0)
+    return best
+
+
+def run_backend(args):
+    import keras
+
+    runs = args.runs or (1 if args.quick else 5)
+    epochs = args.epochs or (1 if args.quick else 3)
+    results = {c: [] for c in CONFIGS}
+    for r in range(runs):
+        for config in CONFIGS:
+            results[config].append(_one(config, epochs, seed=r))
+    return {
+        "backend": keras.backend.backend(),
+        "table_ms": _table_cost() * 1e3,
+        "results": results,
+    }
+
+
+def _print(per_backend):
+    print(
+        "| backend | config | refit (s, median) | ÷ plain refit | plain fit after (s) "
+        "| traces: fit, refit, plain after |"
+    )
+    print("|---|---|---|---|---|---|")
+    for data in per_backend:
+        backend = data["backend"]
+        res = data["results"]
+        plain = statistics.median(r["refit"] for r in res["plain"])
+        for config in CONFIGS:
+            refit = statistics.median(r["refit"] for r in res[config])
+            after = statistics.median(r["plain_after"] for r in res[config])
+            traces = res[config][0]["traces"]
+            shown = "eager" if backend == "torch" else ", ".join(map(str, traces))
+            print(
+                f"| {backend} | {config} | {refit:.3f} | {refit / plain:.3f} "
+                f"| {after:.3f} | {shown} |"
+            )
+    print()
+    print("| backend | host tables of a 100,000-step OneCycle (ms) |")
+    print("|---|---|")
+    for data in per_backend:
+        print(f"| {data['backend']} | {data['table_ms']:.1f} |")
+
+
+def main():
+    args = _parse()
+    if args.json:
+        print(json.dumps(run_backend(args)))
+        return
+    backends = BACKENDS if args.all_backends else (os.environ.get("KERAS_BACKEND", "tensorflow"),)
+    per_backend = []
+    for backend in backends:
+        cmd = [sys.executable, __file__, "--json"]
+        if args.quick:
+            cmd.append("--quick")
+        if args.runs:
+            cmd += ["--runs", str(args.runs)]
+        if args.epochs:
+            cmd += ["--epochs", str(args.epochs)]
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            sys.stderr.write(out.stderr[-3000:])
+            raise SystemExit(out.returncode)
+        per_backend.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    _print(per_backend)
+
+
+if __name__ == "__main__":
+    main()
