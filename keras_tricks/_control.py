@@ -439,10 +439,17 @@ def _lr_property():
         # A schedule is in control (ours, or the optimizer's own): the write
         # rescales it so that the LR at this step becomes `value`.
         current = float(ops.convert_to_numpy(self._get_current_learning_rate()))
+        if value == current:
+            return None
         if not current > 0 or not math.isfinite(value) or value < 0:
+            driver = "a keras_tricks schedule callback" if state.lr_on else "its schedule"
             raise ValueError(
-                "Cannot set the learning rate of an optimizer whose schedule "
-                f"is at {current}. Received: learning_rate={value}"
+                f"The learning rate of this optimizer is driven by {driver}, "
+                "and a write of `optimizer.learning_rate` (e.g. by "
+                "keras.callbacks.ReduceLROnPlateau or LearningRateScheduler) "
+                "rescales it; it is at "
+                f"{current} now, which cannot be rescaled to the value "
+                f"written. Received: learning_rate={value}"
             )
         ratio = value / current
         if state.lr_on and has_var:
@@ -668,15 +675,24 @@ def take_control(optimizer, model=None):
                 "Expected a `keras.optimizers.Optimizer` behind the model's "
                 f"optimizer. Received: {type(opt).__name__}"
             )
+    changed = False
     for opt in _all_optimizers(optimizer):
         if not isinstance(opt, keras.optimizers.Optimizer):
             continue
         is_base = any(opt is b for b in bases)
-        opt.__class__ = _controlled_class(type(opt), is_base)
+        twin = _controlled_class(type(opt), is_base)
+        if type(opt) is not twin:
+            opt.__class__ = twin
+            changed = True
         if is_base and _state(opt) is None:
             vars(opt)[_STATE] = _create_state(opt, model)
+            changed = True
     if model is not None:
         _guard(model)
+        if changed:
+            # A train function traced before holds the uncontrolled step
+            # (TensorFlow keeps it; JAX would not see the new variables).
+            refresh(model)
     return bases
 
 

@@ -347,3 +347,18 @@ def test_momentum_cycling_reaches_the_compiled_step():
         want = ops.convert_to_numpy(cb.schedule.momentum(np.arange(SPE)))
         np.testing.assert_allclose(rec.momentum, want, rtol=1e-5)
         assert _control.current_momentum(model.optimizer) == pytest.approx(0.9)
+
+
+def test_keras_learning_rate_scheduler_composes_as_a_scale():
+    """A write of `optimizer.learning_rate` while our schedule runs makes the
+    LR that value at that step; the schedule keeps its shape from there."""
+    cb = ktc.WarmupCosine(peak_lr=0.05, warmup_steps=2)
+    _, ref = _fit(_model(keras.optimizers.SGD(0.1)), [cb], epochs=3)
+    halve = keras.callbacks.LearningRateScheduler(
+        lambda epoch, lr: lr * 0.5 if epoch == 1 else lr
+    )
+    model = _model(keras.optimizers.SGD(0.1))
+    _, rec = _fit(model, [cb, halve], epochs=3)
+    np.testing.assert_allclose(rec.lr[:SPE], ref.lr[:SPE], rtol=1e-6)
+    np.testing.assert_allclose(rec.lr[SPE:], 0.5 * np.asarray(ref.lr[SPE:]), rtol=1e-5)
+    assert _control.current_lr(model.optimizer) == pytest.approx(0.1)

@@ -163,6 +163,10 @@ class ReduceLROnPlateau(_monitor.MonitorCallback):
 
     def on_train_begin(self, logs=None):
         self._reset()
+        # Under control before the first trace: a later reduction of a
+        # schedule then retraces nothing.
+        if getattr(self.model, "optimizer", None) is not None:
+            _control.take_control(self.model.optimizer, self.model)
 
     def in_cooldown(self):
         return self.cooldown_counter > 0

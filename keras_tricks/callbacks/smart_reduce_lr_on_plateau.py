@@ -16,6 +16,7 @@ import math
 
 import keras
 
+from keras_tricks import _control
 from keras_tricks.callbacks import _monitor
 from keras_tricks.callbacks.reduce_lr_on_plateau import (
     log_learning_rates,
@@ -317,6 +318,9 @@ class SmartReduceLROnPlateau(_monitor.MonitorCallback):
         return self.rule.window
 
     def on_train_begin(self, logs=None):
+        # Under control before the first trace (see ReduceLROnPlateau).
+        if getattr(self.model, "optimizer", None) is not None:
+            _control.take_control(self.model.optimizer, self.model)
         self.rule.reset()
         self.reductions = []
         self._reset_monitor()
