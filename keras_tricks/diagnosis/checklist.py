@@ -1,6 +1,7 @@
 """`checklist(model, x, y)`: the pre-flight checks of seed 004, before training."""
 
 import keras
+from keras.src.utils import io_utils  # print_msg: absl logging when interactive logging is off
 import numpy as np
 
 from keras_tricks.diagnosis import _backend, _common
@@ -239,5 +240,5 @@ def checklist(model, x, y, sample_size=512, max_class_ratio=3.0, loss_tolerance=
         items.append(ChecklistItem("outputs in float32", PASS, f"outputs are {', '.join(dtypes)}"))
     result = Checklist(items)
     if verbose:
-        keras.utils.io_utils.print_msg(str(result))
+        io_utils.print_msg(str(result))
     return result

@@ -9,6 +9,7 @@ import gc
 import numbers
 
 import keras
+from keras.src.utils import io_utils  # print_msg: absl logging when interactive logging is off
 import numpy as np
 from sklearn import model_selection
 
@@ -330,5 +331,5 @@ def cross_validate(
     keras.backend.clear_session()
     result = CrossValidationResult(histories, scores, folds)
     if verbose:
-        keras.utils.io_utils.print_msg(result.summary())
+        io_utils.print_msg(result.summary())
     return result

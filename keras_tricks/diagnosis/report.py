@@ -122,6 +122,7 @@ DEFAULTS = {
     "overfit_gap": 2.0,
     "overfit_margin": 0.05,
     "converged_tol": 0.02,
+    "flat_grad_norm": 1e-6,
 }
 
 
@@ -205,7 +206,14 @@ def diagnose(history, probes=(), prior_loss=None, initial_loss=None, hessian=Non
             evidence.append(ratio_text)
         return DiagnosisReport("lr_too_high", evidence, best_epoch)
 
-    progress = (start - min(loss[-window:])) / start if start > 0 else 0.0
+    # Progress is measured on one quantity: the probe batch's loss (before
+    # training and at the probes) when there is one, else the epoch losses.
+    probe_losses = [p["probe_loss"] for p in probes if p.get("probe_loss") is not None]
+    if initial_loss is not None and probe_losses and initial_loss > 0:
+        progress = (initial_loss - min(probe_losses[-window:])) / initial_loss
+    else:
+        progress = (loss[0] - min(loss[-window:])) / loss[0] if loss[0] > 0 else 0.0
+        start = loss[0] if reference is None else start
     relative_to_prior = loss[-1] / prior_loss if prior_loss else None
     prior_text = (
         f"the training loss {loss[-1]:.4g} is {relative_to_prior:.0%} of the "
@@ -222,9 +230,17 @@ def diagnose(history, probes=(), prior_loss=None, initial_loss=None, hessian=Non
     if progress < t["stall_progress"]:
         evidence = [
             f"the training loss fell by {progress:.1%} in {n} epochs "
-            f"({start:.4g} -> {loss[-1]:.4g})"
+            f"(epoch losses {loss[0]:.4g} -> {loss[-1]:.4g})"
         ]
         evidence += [text for text in (ratio_text, prior_text, hessian_text) if text]
+        grads = [p["grad_norm"] for p in probes if p.get("grad_norm") is not None]
+        if grads and grads[-1] <= t["flat_grad_norm"]:
+            # No gradient: a critical point, not a learning-rate problem.
+            evidence.append(f"the gradient norm is {grads[-1]:.2g}: the weights sit "
+                            "at a critical point")
+            if hessian is not None and hessian.kind == "local minimum":
+                return DiagnosisReport("model_bias", evidence)
+            return DiagnosisReport("saddle", evidence)
         if update_ratio is None:
             return DiagnosisReport("lr_too_low", evidence)
         if update_ratio < t["min_update_ratio"]:

@@ -3,6 +3,7 @@
 import time
 
 import keras
+from keras.src.utils import io_utils  # print_msg: absl logging when interactive logging is off
 import numpy as np
 
 from keras_tricks.diagnosis import _backend, _common, report as _report
@@ -90,6 +91,9 @@ class TrainingDiagnosis(keras.callbacks.Callback):
         curvature_tol: float. A Hessian eigenvalue below `-curvature_tol`
             times the largest one makes a saddle (trained networks show
             small negative eigenvalues everywhere). Defaults to `0.05`.
+        flat_grad_norm: float. A stalled run whose gradient norm on the
+            probe batch is at most this sits at a critical point (a saddle,
+            or a minimum: the Hessian tells). Defaults to `1e-6`.
         hessian_iter: int. Lanczos iterations for that check. Defaults to `30`.
         verbose: int. 1 prints the report at the end of training. Defaults
             to `1`.
@@ -130,6 +134,7 @@ class TrainingDiagnosis(keras.callbacks.Callback):
         converged_tol=0.02,
         check_hessian=True,
         curvature_tol=0.05,
+        flat_grad_norm=1e-6,
         hessian_iter=30,
         verbose=1,
     ):
@@ -160,6 +165,7 @@ class TrainingDiagnosis(keras.callbacks.Callback):
         _common.check_real("overfit_margin", overfit_margin, low=0)
         _common.check_real("converged_tol", converged_tol, low=0, high=1)
         _common.check_real("curvature_tol", curvature_tol, low=0, high=1)
+        _common.check_real("flat_grad_norm", flat_grad_norm, low=0)
         _common.check_int("hessian_iter", hessian_iter, 2)
         self.probe_data = probe_data
         self.probe_every = int(probe_every)
@@ -176,6 +182,7 @@ class TrainingDiagnosis(keras.callbacks.Callback):
         self.overfit_margin = float(overfit_margin)
         self.converged_tol = float(converged_tol)
         self.curvature_tol = float(curvature_tol)
+        self.flat_grad_norm = float(flat_grad_norm)
         self.check_hessian = bool(check_hessian)
         self.hessian_iter = int(hessian_iter)
         self.verbose = verbose
@@ -199,9 +206,14 @@ class TrainingDiagnosis(keras.callbacks.Callback):
             "converged_tol": self.converged_tol,
             "check_hessian": self.check_hessian,
             "curvature_tol": self.curvature_tol,
+            "flat_grad_norm": self.flat_grad_norm,
             "hessian_iter": self.hessian_iter,
             "verbose": self.verbose,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
     def _thresholds(self):
         return {
@@ -215,6 +227,7 @@ class TrainingDiagnosis(keras.callbacks.Callback):
             "overfit_gap": self.overfit_gap,
             "overfit_margin": self.overfit_margin,
             "converged_tol": self.converged_tol,
+            "flat_grad_norm": self.flat_grad_norm,
         }
 
     def _reset(self):
@@ -328,8 +341,7 @@ class TrainingDiagnosis(keras.callbacks.Callback):
         if (
             self.check_hessian
             and self._batch is not None
-            and report.verdict in ("lr_too_low", "model_bias", "saddle")
-            and not self._small_updates()
+            and report.verdict in ("model_bias", "saddle")
         ):
             from keras_tricks.diagnosis.hessian import critical_point
 
@@ -349,8 +361,4 @@ class TrainingDiagnosis(keras.callbacks.Callback):
         self._derivatives = None  # drop the compiled functions and the batch
         self._weights = None
         if self.verbose:
-            keras.utils.io_utils.print_msg(str(report))
-
-    def _small_updates(self):
-        ratios = [p["update_ratio"] for p in self.probes if "update_ratio" in p]
-        return bool(ratios) and float(np.median(ratios)) < self.min_update_ratio
+            io_utils.print_msg(str(report))
