@@ -61,7 +61,7 @@ def _splitter(cv, y, stratify, groups, seed):
             return splitter, labels
         cls = model_selection.StratifiedKFold if use_strata else model_selection.KFold
         return cls(n_splits=int(cv), shuffle=True, random_state=seed), labels
-    if not hasattr(cv, "split"):
+    if not (hasattr(cv, "split") and hasattr(cv, "get_n_splits")):
         raise TypeError(
             "Argument `cv` must be an int or a scikit-learn splitter (with `split`). "
             f"Received: cv={cv!r}"
