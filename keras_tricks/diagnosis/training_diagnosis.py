@@ -280,9 +280,10 @@ class TrainingDiagnosis(keras.callbacks.Callback):
             record["grad_norm"] = float(np.linalg.norm(g))
         record["non_finite"] = non_finite / max(size, 1)
         self._weights, self._iterations = weights, iterations
+        record["seconds"] = time.perf_counter() - began
         self.probes.append(record)
         self._last_probe_epoch = epoch
-        self.probe_seconds += time.perf_counter() - began
+        self.probe_seconds += record["seconds"]
         return record
 
     # -- callback hooks ----------------------------------------------------
