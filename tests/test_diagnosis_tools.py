@@ -32,7 +32,7 @@ def test_checklist_passes_a_prepared_model_and_warns_with_numbers():
     names = {item.name for item in raw.warnings}
     assert names == {"inputs standardized", "learning rate tuned",
                      "initial loss ≈ prior's loss"}, str(raw)
-    std = x.std(axis=0).max()
+    std = x[:512].std(axis=0).max()  # the checklist looks at a 512-row sample
     assert f"{std:.3g}" in raw["inputs standardized"].value
     assert "find_lr" in raw["learning rate tuned"].fix
     assert "| warn" in str(raw)

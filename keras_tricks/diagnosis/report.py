@@ -246,8 +246,13 @@ def diagnose(history, probes=(), prior_loss=None, initial_loss=None, hessian=Non
         if update_ratio < t["min_update_ratio"]:
             evidence.append(f"that is below min_update_ratio={t['min_update_ratio']:g}")
             return DiagnosisReport("lr_too_low", evidence)
-        if update_ratio > t["max_update_ratio"]:
-            evidence.append(f"that is above max_update_ratio={t['max_update_ratio']:g}")
+        if max(ratios) > t["max_update_ratio"]:
+            # One probe interval with such steps is enough: no progress and
+            # the weights jumped by a tenth of their norm per step.
+            evidence.append(
+                f"the largest update, {max(ratios):.2g} of the weights' norm per step, "
+                f"is above max_update_ratio={t['max_update_ratio']:g}"
+            )
             return DiagnosisReport("lr_too_high", evidence)
         if hessian is not None and hessian.kind == "local minimum":
             return DiagnosisReport("model_bias", evidence)
