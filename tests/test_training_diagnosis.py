@@ -136,6 +136,9 @@ def test_diagnose_is_a_pure_function_of_the_numbers():
     nan = float("nan")
     assert diagnose({"loss": [2.0, 1.0, nan]}).verdict == "lr_too_high"
     assert diagnose({"loss": [2.0, 0.5, 0.4, 1.2]}).verdict == "lr_too_high"
+    # A spike near zero is not divergence.
+    spike = [2.0, 0.5, 0.1, 0.01, 0.004, 0.002, 0.005]
+    assert diagnose({"loss": spike}, initial_loss=2.3).verdict != "lr_too_high"
     assert diagnose({"loss": [2.3, 2.3, 2.3]}, initial_loss=2.3).verdict == "lr_too_low"
     falling = [2.0, 1.5, 1.0, 0.7, 0.5]
     assert diagnose({"loss": falling}, prior_loss=2.3).verdict == "not_converged"

@@ -13,7 +13,10 @@
 """
 
 from keras_tricks.diagnosis.checklist import Checklist, ChecklistItem, checklist
-from keras_tricks.diagnosis.cross_validation import CrossValidationResult, cross_validate
+from keras_tricks.diagnosis.cross_validation import (
+    CrossValidationResult,
+    cross_validate,
+)
 from keras_tricks.diagnosis.hessian import (
     CriticalPoint,
     HessianSpectrum,

@@ -1,8 +1,10 @@
 """`checklist(model, x, y)`: the pre-flight checks of seed 004, before training."""
 
 import keras
-from keras.src.utils import io_utils  # print_msg: absl logging when interactive logging is off
 import numpy as np
+from keras.src.utils import (
+    io_utils,  # print_msg: absl logging when interactive logging is off
+)
 
 from keras_tricks.diagnosis import _backend, _common
 

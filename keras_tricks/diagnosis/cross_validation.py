@@ -9,8 +9,10 @@ import gc
 import numbers
 
 import keras
-from keras.src.utils import io_utils  # print_msg: absl logging when interactive logging is off
 import numpy as np
+from keras.src.utils import (
+    io_utils,  # print_msg: absl logging when interactive logging is off
+)
 from sklearn import model_selection
 
 _STRATIFY = ("auto", True, False)

@@ -197,7 +197,13 @@ def diagnose(history, probes=(), prior_loss=None, initial_loss=None, hessian=Non
         if ratio_text:
             evidence.append(ratio_text)
         return DiagnosisReport("lr_too_high", evidence, epoch)
-    if loss[-1] > factor * best and best_epoch < n - 1:
+    # (A rise that is small next to the starting loss, a spike at a loss near
+    # zero, is noise, not divergence.)
+    if (
+        loss[-1] > factor * best
+        and best_epoch < n - 1
+        and loss[-1] - best > t["stall_progress"] * start
+    ):
         evidence = [
             f"the training loss rose from {best:.4g} (epoch {best_epoch}) to "
             f"{loss[-1]:.4g} (epoch {n - 1}), more than {factor:g}x"

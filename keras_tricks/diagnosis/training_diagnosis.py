@@ -3,10 +3,13 @@
 import time
 
 import keras
-from keras.src.utils import io_utils  # print_msg: absl logging when interactive logging is off
 import numpy as np
+from keras.src.utils import (
+    io_utils,  # print_msg: absl logging when interactive logging is off
+)
 
-from keras_tricks.diagnosis import _backend, _common, report as _report
+from keras_tricks.diagnosis import _backend, _common
+from keras_tricks.diagnosis import report as _report
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
@@ -22,7 +25,8 @@ class TrainingDiagnosis(keras.callbacks.Callback):
 
     - *LR too high / diverging*: non-finite values, or the training loss rose
       more than `divergence_factor` times above its start (the loss of the
-      probe batch before training) or its best, or it does not fall
+      probe batch before training) or its best (by more than
+      `stall_progress` of the start), or it does not fall
       while the updates are larger than `max_update_ratio` of the weights;
     - *LR too low / stalled*: the loss fell by less than `stall_progress` of
       its start while the updates are below `min_update_ratio`;
