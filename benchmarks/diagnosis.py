@@ -120,8 +120,10 @@ def main(argv=None):
                 probe_times.append(sum(steady) / len(times))
         epoch = float(np.median(epoch_times)) if epoch_times else float("nan")
         probe = float(np.median(probe_times)) if probe_times else float("nan")
+        share = f"{probe / epoch:.1%}" if probe_times else "- (one probe)"
+        probe_text = f"{probe:.4f}" if probe_times else "-"
         print(f"| {name} | {len(seeds)} | {right}/{len(seeds)} | {', '.join(others) or '-'} "
-              f"| {epoch:.3f} | {probe:.4f} | {probe / epoch:.1%} |")
+              f"| {epoch:.3f} | {probe_text} | {share} |")
     return 0
 
 
