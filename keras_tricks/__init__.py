@@ -9,12 +9,14 @@ __version__ = "0.1.0"
 
 from keras_tricks import (  # noqa: E402
     callbacks,
+    diagnosis,
     imbalance,
     layers,
     optimizers,
     precision,
     schedules,
 )
+from keras_tricks.diagnosis import cross_validate  # noqa: E402
 from keras_tricks.lr_finder import find_lr  # noqa: E402
 
-__all__ = ["__version__", "callbacks", "find_lr", "imbalance", "layers", "optimizers", "precision", "schedules"]
+__all__ = ["__version__", "callbacks", "cross_validate", "diagnosis", "find_lr", "imbalance", "layers", "optimizers", "precision", "schedules"]

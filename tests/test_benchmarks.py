@@ -39,3 +39,17 @@ def test_update_cost_benchmark_quick_mode_runs():
     out = _run("update_cost.py", BACKEND)
     rows = [line for line in out.splitlines() if line.startswith(f"| {BACKEND} |")]
     assert len(rows) == 6, out  # constant, Keras CosineDecay, 4 callbacks
+
+
+@pytest.mark.slow
+def test_diagnosis_benchmark_smoke_mode_runs():
+    env = dict(os.environ, KERAS_BACKEND=BACKEND, MPLBACKEND="Agg")
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "diagnosis.py"), "--smoke"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "/1 |" in line]
+    assert len(rows) == 3, proc.stdout
+    assert all("| 1/1 |" in row for row in rows), proc.stdout  # each named right

@@ -17,6 +17,7 @@ from keras_tricks.callbacks.smart_reduce_lr_on_plateau import (
     SmartReduceLROnPlateau,
 )
 from keras_tricks.callbacks.warmup_cosine import WarmupCosine
+from keras_tricks.diagnosis.training_diagnosis import TrainingDiagnosis
 
 __all__ = [
     "BackupAndRestore",
@@ -28,5 +29,6 @@ __all__ = [
     "ReduceLROnPlateau",
     "SGDR",
     "SmartReduceLROnPlateau",
+    "TrainingDiagnosis",
     "WarmupCosine",
 ]
