@@ -17,6 +17,10 @@ from keras_tricks.callbacks.smart_reduce_lr_on_plateau import (
     SmartReduceLROnPlateau,
 )
 from keras_tricks.callbacks.warmup_cosine import WarmupCosine
+from keras_tricks.callbacks.snapshot_ensemble import SnapshotEnsemble  # noqa: E402
+from keras_tricks.callbacks.stochastic_weight_averaging import (  # noqa: E402
+    StochasticWeightAveraging,
+)
 
 __all__ = [
     "BackupAndRestore",
@@ -29,4 +33,6 @@ __all__ = [
     "SGDR",
     "SmartReduceLROnPlateau",
     "WarmupCosine",
+    "SnapshotEnsemble",
+    "StochasticWeightAveraging",
 ]
