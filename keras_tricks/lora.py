@@ -26,6 +26,13 @@ def _layers(model):
     return list(getattr(model, "layers", []))  # pragma: no cover
 
 
+def _sublayers(layer):
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is None:  # pragma: no cover
+        return []
+    return list(flatten(include_self=False, recursive=False))
+
+
 def _check_patterns(name, value):
     if value is None:
         return ()
@@ -160,10 +167,13 @@ def enable(
             "`exclude`) with an `enable_lora` method. "
             f"Received: targets={targets!r}, exclude={exclude!r}"
         )
-    for layer in _layers(model):
-        if layer.weights:
-            layer.trainable = False
+    # Setting `trainable` on a layer sets it on all its sublayers, and a
+    # frozen container hides the weights of its trainable children: open
+    # the model, then freeze the leaf layers one by one.
     model.trainable = True
+    for layer in _layers(model):
+        if layer.weights and not _sublayers(layer):
+            layer.trainable = False
     for layer in chosen:
         layer.trainable = True
         layer.enable_lora(int(rank), lora_alpha=alpha)
