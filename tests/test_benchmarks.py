@@ -39,3 +39,20 @@ def test_update_cost_benchmark_quick_mode_runs():
     out = _run("update_cost.py", BACKEND)
     rows = [line for line in out.splitlines() if line.startswith(f"| {BACKEND} |")]
     assert len(rows) == 6, out  # constant, Keras CosineDecay, 4 callbacks
+
+
+@pytest.mark.slow
+@pytest.mark.backends("jax")
+def test_ensembles_benchmark_quick_mode_runs():
+    out = _run("ensembles.py", "jax")
+    for row in ("| final single model |", "| snapshot ensemble (last 3) |",
+                "| 3 independent models |", "| no TTA |", "| SWA (epochs"):
+        assert row in out, out
+
+
+@pytest.mark.slow
+@pytest.mark.backends("jax")
+def test_lora_benchmark_quick_mode_runs():
+    out = _run("lora.py", "jax")
+    rows = [line for line in out.splitlines() if line.startswith("| LoRA rank")]
+    assert len(rows) == 4 and "| full fine-tuning |" in out, out
