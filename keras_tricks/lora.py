@@ -179,6 +179,13 @@ def enable(
         layer.enable_lora(int(rank), lora_alpha=alpha)
     for layer in kept:
         layer.trainable = True
+    # A train/test/predict function traced before has no adapters in it (the
+    # layers branch on `lora_enabled` in Python): make Keras trace again.
+    for owner in [model, *_layers(model)]:
+        if isinstance(owner, keras.Model):
+            for name in ("train_function", "test_function", "predict_function"):
+                if getattr(owner, name, None) is not None:
+                    setattr(owner, name, None)
     after = count_params(model.trainable_weights)
     total = count_params(model.weights)
     report = {
