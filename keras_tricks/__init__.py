@@ -9,15 +9,16 @@ __version__ = "0.1.0"
 
 from keras_tricks import (  # noqa: E402
     callbacks,
+    ensembles,
     imbalance,
     layers,
+    lora,
     optimizers,
     precision,
     schedules,
 )
-from keras_tricks.lr_finder import find_lr  # noqa: E402
-from keras_tricks import ensembles, lora  # noqa: E402
 from keras_tricks.ensembles import ensemble_predict, tta_predict  # noqa: E402
+from keras_tricks.lr_finder import find_lr  # noqa: E402
 
 __all__ = ["__version__", "callbacks", "find_lr", "imbalance", "layers", "optimizers", "precision", "schedules"]
 __all__ += ["ensembles", "ensemble_predict", "lora", "tta_predict"]

@@ -12,9 +12,9 @@ import fnmatch
 import numbers
 
 import keras
-from keras.src.utils import io_utils  # print_msg: absl logging when interactive logging is off
 import numpy as np
 from keras import ops
+from keras.src.utils import io_utils  # print_msg: absl logging when not interactive
 
 DEFAULT_TARGETS = ("Dense", "EinsumDense")
 

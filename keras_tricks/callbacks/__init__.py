@@ -16,11 +16,11 @@ from keras_tricks.callbacks.smart_reduce_lr_on_plateau import (
     PlateauRule,
     SmartReduceLROnPlateau,
 )
-from keras_tricks.callbacks.warmup_cosine import WarmupCosine
-from keras_tricks.callbacks.snapshot_ensemble import SnapshotEnsemble  # noqa: E402
-from keras_tricks.callbacks.stochastic_weight_averaging import (  # noqa: E402
+from keras_tricks.callbacks.snapshot_ensemble import SnapshotEnsemble
+from keras_tricks.callbacks.stochastic_weight_averaging import (
     StochasticWeightAveraging,
 )
+from keras_tricks.callbacks.warmup_cosine import WarmupCosine
 
 __all__ = [
     "BackupAndRestore",

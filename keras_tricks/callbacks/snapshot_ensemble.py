@@ -4,9 +4,9 @@ import numbers
 import warnings
 
 import keras
-from keras.src.utils import io_utils  # print_msg: absl logging when interactive logging is off
 import numpy as np
 from keras import ops
+from keras.src.utils import io_utils  # print_msg: absl logging when not interactive
 
 from keras_tricks.callbacks import _state
 from keras_tricks.ensembles import predict as _predict

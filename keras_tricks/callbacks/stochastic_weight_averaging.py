@@ -4,8 +4,8 @@ import numbers
 import warnings
 
 import keras
-from keras.src.utils import io_utils  # print_msg: absl logging when interactive logging is off
 import numpy as np
+from keras.src.utils import io_utils  # print_msg: absl logging when not interactive
 
 from keras_tricks.callbacks import _state
 from keras_tricks.ensembles import batchnorm as _bn
