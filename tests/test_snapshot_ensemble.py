@@ -225,24 +225,6 @@ def test_backup_and_restore_resumes_with_the_snapshots(tmp_path, backup_first):
         _assert_same(a, b, atol=1e-5)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
-def test_torch_jit_compile(jit_compile):
-    if keras.backend.backend() != "torch" and jit_compile:
-        pytest.skip("jit_compile=True is checked on torch")
-    x, y = _data()
-    model = _model()
-    model.compile(
-        keras.optimizers.SGD(momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit_compile,
-    )
-    sgdr = SGDR(max_lr=0.1, first_cycle_epochs=1)
-    snaps = SnapshotEnsemble(sgdr)
-    record = _Record()
-    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[sgdr, snaps, record])
-    _assert_same(snaps.snapshots[1], record.weights[1])
-
-
 def test_config_round_trip():
     sgdr = SGDR(max_lr=0.1, first_cycle_epochs=1)
     snaps = SnapshotEnsemble(sgdr, n=4, verbose=1)

@@ -22,14 +22,14 @@ def _data(n=48):
     return x, y
 
 
-def _model(bn=False, jit_compile="auto"):
+def _model(bn=False):
     keras.utils.set_random_seed(0)
     layers = [keras.Input((5,)), keras.layers.Dense(6, name="hidden")]
     if bn:
         layers.append(keras.layers.BatchNormalization(name="bn"))
     layers += [keras.layers.Activation("relu"), keras.layers.Dense(1, name="out")]
     model = keras.Sequential(layers)
-    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "mse", jit_compile=jit_compile)
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "mse")
     return model
 
 
@@ -192,19 +192,6 @@ def test_save_mid_training_and_continue(tmp_path):
         results.append(m.get_weights())
     for a, b in zip(*results, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
-
-
-def test_torch_jit_compile():
-    if keras.backend.backend() != "torch":
-        pytest.skip("jit_compile=True is checked on torch")
-    x, y = _data()
-    model = _model(jit_compile=True)
-    swa = StochasticWeightAveraging(start=1)
-    record = _Record()
-    model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[record, swa])
-    expected = _torch_average(record.trainable, [1, 2])
-    for got, want in zip(swa.averaged_weights(), expected, strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
 def test_training_that_ends_before_start_warns_and_keeps_weights():
