@@ -17,7 +17,8 @@ weights at the end of every cycle, and average the snapshots' predictions.
 #
 # `keras_tricks.callbacks.SGDR` sizes the cycles in epochs here
 # (`first_cycle_epochs=2, t_mul=2`: cycles of 2, 4 and 8 epochs, ending after
-# epochs 2, 6 and 14) and runs the schedule inside the compiled train step.
+# epochs 2, 6 and 14) and runs the schedule inside the compiled train step;
+# `keras_tricks.callbacks.SnapshotEnsemble` keeps the weights at those ends.
 # Set `KERAS_TRICKS_FAST=1` for a smoke run.
 
 import os
@@ -47,33 +48,10 @@ x_train, y_train, x_test, y_test = x[:split], y[:split], x[split:], y[split:]
 """
 ## Snapshots at the end of every cycle
 
-The cycles last `first * t_mul**i` epochs, so they end after known epochs.
-A small callback keeps the weights (in memory) at those epochs;
-`keras.callbacks.ModelCheckpoint` would write them to files instead.
-"""
-
-
-def cycle_ends(first, t_mul, epochs):
-    ends, end, length = [], 0, first
-    while end + length <= epochs:
-        end += length
-        ends.append(end)
-        length *= t_mul
-    return ends
-
-
-class Snapshots(keras.callbacks.Callback):
-    def __init__(self, at_epochs):
-        super().__init__()
-        self.at_epochs, self.weights = set(at_epochs), []
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 in self.at_epochs:
-            self.weights.append(self.model.get_weights())
-
-
-"""
-## Training
+`keras_tricks.callbacks.SnapshotEnsemble` reads the cycle ends from the
+schedule that the SGDR callback installs (`schedule.cycle_end_steps`), keeps
+a copy of the weights on the host at each of them (the last `n`), and
+averages their predictions, one snapshot on the device at a time.
 """
 
 first, epochs = (1, 3) if FAST else (2, 14)
@@ -92,8 +70,7 @@ model.compile(
 sgdr = keras_tricks.callbacks.SGDR(
     max_lr=0.1, first_cycle_epochs=first, t_mul=2.0, min_lr=1e-4
 )
-ends = cycle_ends(first, 2, epochs)
-snapshots = Snapshots(ends)
+snapshots = keras_tricks.callbacks.SnapshotEnsemble(sgdr, n=3)
 history = model.fit(
     x_train,
     y_train,
@@ -103,22 +80,32 @@ history = model.fit(
     callbacks=[sgdr, snapshots],
 )
 print("LR after each epoch:", [f"{v:.2g}" for v in history.history["lr"]])
-print("snapshots taken after epochs", ends)
+print("snapshots taken after epochs", [e + 1 for e in snapshots.snapshot_epochs])
 
 """
 ## The ensemble
 
-Average the softmax outputs of the snapshots and compare with the last one
-alone. On the digits a single small network is already near its best (both
-about 0.975 on the JAX backend); snapshot ensembles pay off with larger
-networks whose cycles end in minima that make different mistakes.
+`snapshots.predict` averages the softmax outputs of the snapshots; compare
+with the last one alone. On the digits a single small network is already
+near its best; snapshot ensembles pay off more with larger networks whose
+cycles end in minima that make different mistakes (see the
+[ensembles benchmark](../benchmarks/ensembles.md)).
 """
 
-probs = []
-for weights in snapshots.weights:
-    model.set_weights(weights)
-    probs.append(model.predict(x_test, verbose=0))
-single = np.mean(np.argmax(probs[-1], axis=1) == y_test)
-ensemble = np.mean(np.argmax(np.mean(probs, axis=0), axis=1) == y_test)
+single = np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test)
+probs = snapshots.predict(x_test)
+ensemble = np.mean(np.argmax(probs, axis=1) == y_test)
 print(f"last snapshot accuracy: {single:.3f}")
-print(f"ensemble of {len(probs)} snapshots accuracy: {ensemble:.3f}")
+print(f"ensemble of {len(snapshots.snapshots)} snapshots accuracy: {ensemble:.3f}")
+
+"""
+## One saveable model
+
+`as_model()` builds a plain Keras model that runs every snapshot and
+averages: it saves to `.keras` and loads without keras_tricks.
+"""
+
+averaged = snapshots.as_model()
+averaged.save("snapshot_ensemble.keras")
+reloaded = keras.saving.load_model("snapshot_ensemble.keras")
+assert np.allclose(reloaded.predict(x_test, verbose=0), probs, atol=1e-5)

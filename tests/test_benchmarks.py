@@ -42,6 +42,7 @@ def test_update_cost_benchmark_quick_mode_runs():
 
 
 @pytest.mark.slow
+@pytest.mark.backends("jax")
 def test_diagnosis_benchmark_smoke_mode_runs():
     env = dict(os.environ, KERAS_BACKEND=BACKEND, MPLBACKEND="Agg")
     env.pop("XLA_FLAGS", None)
@@ -53,3 +54,20 @@ def test_diagnosis_benchmark_smoke_mode_runs():
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "/1 |" in line]
     assert len(rows) == 3, proc.stdout
     assert all("| 1/1 |" in row for row in rows), proc.stdout  # each named right
+
+
+@pytest.mark.slow
+@pytest.mark.backends("jax")
+def test_ensembles_benchmark_quick_mode_runs():
+    out = _run("ensembles.py", "jax")
+    for row in ("| final single model |", "| snapshot ensemble (last 3) |",
+                "| 3 independent models |", "| no TTA |", "| SWA (epochs"):
+        assert row in out, out
+
+
+@pytest.mark.slow
+@pytest.mark.backends("jax")
+def test_lora_benchmark_quick_mode_runs():
+    out = _run("lora.py", "jax")
+    rows = [line for line in out.splitlines() if line.startswith("| LoRA rank")]
+    assert len(rows) == 4 and "| full fine-tuning |" in out, out

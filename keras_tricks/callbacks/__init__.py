@@ -16,6 +16,10 @@ from keras_tricks.callbacks.smart_reduce_lr_on_plateau import (
     PlateauRule,
     SmartReduceLROnPlateau,
 )
+from keras_tricks.callbacks.snapshot_ensemble import SnapshotEnsemble
+from keras_tricks.callbacks.stochastic_weight_averaging import (
+    StochasticWeightAveraging,
+)
 from keras_tricks.callbacks.warmup_cosine import WarmupCosine
 from keras_tricks.diagnosis.training_diagnosis import TrainingDiagnosis
 
@@ -31,4 +35,6 @@ __all__ = [
     "SmartReduceLROnPlateau",
     "TrainingDiagnosis",
     "WarmupCosine",
+    "SnapshotEnsemble",
+    "StochasticWeightAveraging",
 ]

@@ -104,6 +104,29 @@ class CyclicLR(keras.optimizers.schedules.LearningRateSchedule):
         m = P.linear(self.max_momentum, self.base_momentum, self._wave(step))
         return ops.cast(m, "float32")
 
+    def cycle_end_steps(self, total_steps):
+        """The steps at which cycles end (the LR back at `base_lr`), up to `total_steps`.
+
+        A cycle lasts `2 * step_size` updates; cycle `k` (from 1) is complete
+        after `2 * step_size * k` updates, when the LR is back at its lowest
+        value. See `keras_tricks.callbacks.SnapshotEnsemble`.
+
+        Args:
+            total_steps: int. The training's length in updates.
+
+        Returns:
+            A list of ints, increasing, each in `[1, total_steps]`.
+
+        Example:
+
+        ```python
+        CyclicLR(1e-3, 1e-2, step_size=50).cycle_end_steps(350)  # [100, 200, 300]
+        ```
+        """
+        total_steps = P.check_int("total_steps", total_steps, ge=0)
+        period = 2 * self.step_size
+        return list(range(period, total_steps + 1, period))
+
     def get_config(self):
         return {
             "base_lr": self.base_lr,

@@ -153,6 +153,53 @@ class SGDR(keras.optimizers.schedules.LearningRateSchedule):
             lr = ops.where(ops.less(step, float(self.warmup_steps)), warm, lr)
         return ops.cast(lr, "float32")
 
+    def cycle_end_steps(self, total_steps):
+        """The steps at which cycles end, up to `total_steps`.
+
+        Each value `b` is a number of updates: cycle `i` is complete after
+        `b_i` updates (its last update, at the LR minimum, is step `b_i - 1`;
+        step `b_i` restarts). The warmup counts in `b_i`. Computed on the
+        host with the boundaries the schedule itself uses, so a snapshot
+        taken after `b_i` updates is the model at the end of a cycle
+        (see `keras_tricks.callbacks.SnapshotEnsemble`).
+
+        Args:
+            total_steps: int. The training's length in updates; ends after
+                it are left out.
+
+        Returns:
+            A list of ints, increasing, each in `[1, total_steps]`.
+
+        Example:
+
+        ```python
+        SGDR(0.1, first_cycle_steps=100, t_mul=2.0).cycle_end_steps(700)
+        # [100, 300, 700]
+        ```
+        """
+        total_steps = P.check_int("total_steps", total_steps, ge=0)
+        t0, t_mul = float(self.first_cycle_steps), self.t_mul
+        ends, previous, n = [], 0, 1
+        while self.cycle_limit is None or n <= self.cycle_limit:
+            if t_mul == 1.0:
+                start = t0 * n
+            else:
+                start = t0 * (t_mul**n - 1.0) / (t_mul - 1.0)
+            nearest = round(start)
+            if self._integral or abs(start - nearest) <= 1e-4 + 1e-6 * abs(start):
+                end = int(nearest)
+            else:
+                # The first integer step at or after a fractional boundary.
+                end = int(math.ceil(start))
+            end += self.warmup_steps
+            if end > total_steps or end <= previous:
+                # Past the training, or cycles shorter than one update
+                # (t_mul < 1): no further distinct end.
+                break
+            ends.append(end)
+            previous, n = end, n + 1
+        return ends
+
     def get_config(self):
         return {
             "max_lr": self.max_lr,
