@@ -362,3 +362,32 @@ def test_keras_learning_rate_scheduler_composes_as_a_scale():
     np.testing.assert_allclose(rec.lr[:SPE], ref.lr[:SPE], rtol=1e-6)
     np.testing.assert_allclose(rec.lr[SPE:], 0.5 * np.asarray(ref.lr[SPE:]), rtol=1e-5)
     assert _control.current_lr(model.optimizer) == pytest.approx(0.1)
+
+
+def test_swa_lr_phase_runs_through_the_control_core():
+    """`StochasticWeightAveraging(swa_lr=...)` anneals from the LR at its
+    start to `swa_lr` in the compiled step, takes over from a schedule
+    callback, and hands the LR back when `fit` ends."""
+    from keras_tricks.callbacks.stochastic_weight_averaging import SWALRSchedule
+
+    model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    swa = ktc.StochasticWeightAveraging(start=2, swa_lr=0.01, anneal_epochs=1)
+    _, rec = _fit(model, [swa], epochs=4)
+    want = SWALRSchedule(0.1, 0.01, SPE, "cos")
+    expected = np.concatenate(
+        [np.full(2 * SPE, 0.1), ops.convert_to_numpy(want(np.arange(2 * SPE)))]
+    )
+    np.testing.assert_allclose(rec.lr, expected, rtol=1e-5)
+    assert _control.current_lr(model.optimizer) == pytest.approx(0.1)
+    assert swa.n_averaged == 2
+
+    # Over a OneCycle callback: the schedule runs until the SWA phase.
+    model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    cycle = ktc.OneCycle(max_lr=0.05)
+    swa = ktc.StochasticWeightAveraging(start=2, swa_lr=0.01, anneal_epochs=0)
+    _, rec = _fit(model, [cycle, swa], epochs=4)
+    one_cycle = ops.convert_to_numpy(cycle.schedule(np.arange(2 * SPE)))
+    np.testing.assert_allclose(rec.lr[: 2 * SPE], one_cycle, rtol=1e-5)
+    np.testing.assert_allclose(rec.lr[2 * SPE :], 0.01, rtol=1e-5)
+    assert _control.current_lr(model.optimizer) == pytest.approx(0.1)
+    assert _control.current_momentum(model.optimizer) == pytest.approx(0.9)

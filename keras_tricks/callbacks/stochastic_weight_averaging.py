@@ -7,8 +7,63 @@ import keras
 import numpy as np
 from keras.src.utils import io_utils  # print_msg: absl logging when not interactive
 
+from keras_tricks import _control
 from keras_tricks.callbacks import _state
 from keras_tricks.ensembles import batchnorm as _bn
+from keras_tricks.schedules import _primitives as P
+
+_ANNEAL = ("cos", "linear")
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks")
+class SWALRSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """The SWA phase's LR: from `initial_lr` to `swa_lr` over `anneal_steps`
+    updates (half a cosine or a line), then `swa_lr`.
+
+    Step 0 is the first update of the first averaged epoch. PyTorch's
+    `SWALR` anneals once per epoch; this anneals per update over the same
+    number of epochs (`anneal_steps = anneal_epochs * steps_per_epoch`).
+
+    Example:
+
+    ```python
+    schedule = SWALRSchedule(initial_lr=0.1, swa_lr=0.01, anneal_steps=100)
+    float(schedule(50))  # 0.055, halfway down the cosine
+    ```
+    """
+
+    def __init__(self, initial_lr, swa_lr, anneal_steps, anneal_strategy="cos"):
+        self.initial_lr = P.check_number("initial_lr", initial_lr, ge=0.0)
+        self.swa_lr = P.check_number("swa_lr", swa_lr, gt=0.0)
+        self.anneal_steps = P.check_int("anneal_steps", anneal_steps, ge=0)
+        self.anneal_strategy = P.check_choice(
+            "anneal_strategy", anneal_strategy, _ANNEAL
+        )
+
+    @property
+    def max_lr(self):
+        return max(self.initial_lr, self.swa_lr)
+
+    def __call__(self, step):
+        step = P.as_step(step)
+        if self.anneal_steps == 0:
+            return P.join(step, [1.0], [("constant", self.swa_lr, self.swa_lr)])
+        return P.join(
+            step,
+            [float(self.anneal_steps), float(self.anneal_steps) + 1.0],
+            [
+                (self.anneal_strategy, self.initial_lr, self.swa_lr),
+                ("constant", self.swa_lr, self.swa_lr),
+            ],
+        )
+
+    def get_config(self):
+        return {
+            "initial_lr": self.initial_lr,
+            "swa_lr": self.swa_lr,
+            "anneal_steps": self.anneal_steps,
+            "anneal_strategy": self.anneal_strategy,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
@@ -32,12 +87,16 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
     recomputes the statistics.
 
     **The SWA learning-rate phase** (`swa_lr`, `anneal_epochs`,
-    `anneal_strategy` of PyTorch's `SWALR` and Lightning's callback) is not
-    part of this version: it will come with the package's new LR control
-    core, so that it composes with the schedules and plateau callbacks. Until
-    then, give the averaging phase a constant or cyclic LR with a schedule
-    (for example `keras_tricks.callbacks.SGDR` or `CyclicLR` over the last
-    epochs, or a high constant LR), as the SWA paper does.
+    `anneal_strategy`, as in PyTorch's `SWALR` and Lightning's callback):
+    with `swa_lr` set, from the first averaged epoch on the LR goes from its
+    value at that moment to `swa_lr` over `anneal_epochs` epochs (per
+    update, half a cosine or a line) and stays there. It runs in the
+    compiled step through the package's LR control (`keras_tricks._control`):
+    it takes over from a schedule callback (`OneCycle`, `WarmupCosine`, ...)
+    for the rest of the `fit`, a plateau callback scales it, and it is handed
+    back when `fit` ends. With `swa_lr=None` the LR is left alone: give the
+    averaging phase a constant or cyclic LR yourself (an `SGDR` or
+    `CyclicLR` callback), as the SWA paper does.
 
     Keras does not hand callbacks the data of `fit`: pass the training
     inputs as `bn_data` when the model has BatchNormalization (a model with
@@ -67,6 +126,11 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
             Defaults to `None`.
         verbose: int. 1 prints when the average is swapped in.
             Defaults to `0`.
+        swa_lr: float or None. The LR of the averaging phase. Defaults to
+            `None` (the LR is not changed).
+        anneal_epochs: int >= 0. Epochs to go from the current LR to
+            `swa_lr`. Defaults to `10` (PyTorch's and Lightning's).
+        anneal_strategy: `"cos"` or `"linear"`. Defaults to `"cos"`.
 
     Example:
 
@@ -101,8 +165,16 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         bn_batch_size=32,
         bn_steps=None,
         verbose=0,
+        swa_lr=None,
+        anneal_epochs=10,
+        anneal_strategy="cos",
     ):
         super().__init__()
+        if swa_lr is not None:
+            swa_lr = P.check_number("swa_lr", swa_lr, gt=0.0)
+        self.swa_lr = swa_lr
+        self.anneal_epochs = P.check_int("anneal_epochs", anneal_epochs, ge=0)
+        self.anneal_strategy = P.check_choice("anneal_strategy", anneal_strategy, _ANNEAL)
         if isinstance(start, bool) or not isinstance(start, numbers.Real):
             raise ValueError(
                 "Argument `start` must be a fraction of the epochs in (0, 1] or an "
@@ -160,6 +232,8 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         self._average = None
         self._pending_checked = False
         self.start_epoch = None
+        self.swa_initial_lr = None
+        self._lr_placed = False
 
     # --- fit ------------------------------------------------------------------
 
@@ -201,6 +275,44 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
                 arrays = state.pop("_arrays", None)
                 self.set_state(state)
                 self.set_state_arrays(arrays)
+        if self.swa_lr is not None and not self._lr_placed and epoch >= self.start_epoch:
+            self._start_swa_lr(epoch)
+
+    def _start_swa_lr(self, epoch):
+        """Install the SWA phase's schedule (one trace, at the first averaged
+        epoch); a resumed run continues it at the same step."""
+        self._lr_placed = True
+        optimizer = self.model.optimizer
+        _control.take_control(optimizer, self.model)
+        if self.swa_initial_lr is None:
+            self.swa_initial_lr = _control.current_lr(optimizer)
+        steps = (self.params or {}).get("steps")
+        if not steps:
+            raise ValueError(
+                "StochasticWeightAveraging needs fit's steps per epoch for the "
+                "`swa_lr` phase (the data has no length). Pass `steps_per_epoch` "
+                f"to `fit`. Received: steps={steps}"
+            )
+        k, kind = _control.accumulation_steps(optimizer)
+        per_epoch = steps / k if kind else steps
+        schedule = SWALRSchedule(
+            self.swa_initial_lr,
+            self.swa_lr,
+            int(round(self.anneal_epochs * per_epoch)),
+            self.anneal_strategy,
+        )
+        iterations = _control.iterations(optimizer)
+        divisor = k if kind == "builtin" else 1
+        origin = iterations - int(round((epoch - self.start_epoch) * steps / (k if kind == "wrapper" else 1)))
+        program = _control.Program(
+            schedule,
+            divisor=divisor,
+            peak=schedule.max_lr,
+            key=("SWA",) + tuple(sorted(schedule.get_config().items())) + (divisor,),
+        )
+        _control.lease(optimizer, self)
+        _control.install(self.model, program)
+        _control.start(optimizer, origin, lr_on=True, scale=1.0)
 
     def _averaged_variables(self):
         return self.model.trainable_variables
@@ -224,6 +336,9 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         _state.state_changed(self._model, self)
 
     def on_train_end(self, logs=None):
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and _control.owner(optimizer) is self:
+            _control.release(optimizer, ended=True)
         if self._average is None:
             warnings.warn(
                 "StochasticWeightAveraging: no epoch was averaged (training ended "
@@ -267,11 +382,17 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
 
     def get_state(self):
         """Count and epochs of the average, JSON-serializable."""
-        return {"n_averaged": self.n_averaged, "epochs": list(self.averaged_epochs)}
+        return {
+            "n_averaged": self.n_averaged,
+            "epochs": list(self.averaged_epochs),
+            "swa_initial_lr": self.swa_initial_lr,
+        }
 
     def set_state(self, state):
         self.n_averaged = int(state.get("n_averaged", 0))
         self.averaged_epochs = [int(e) for e in state.get("epochs", [])]
+        initial = state.get("swa_initial_lr")
+        self.swa_initial_lr = None if initial is None else float(initial)
 
     def get_state_arrays(self):
         """The average, saved beside the state by `BackupAndRestore`."""
@@ -296,6 +417,9 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
             "bn_batch_size": self.bn_batch_size,
             "bn_steps": self.bn_steps,
             "verbose": self.verbose,
+            "swa_lr": self.swa_lr,
+            "anneal_epochs": self.anneal_epochs,
+            "anneal_strategy": self.anneal_strategy,
         }
 
     @classmethod
