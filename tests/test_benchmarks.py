@@ -39,3 +39,12 @@ def test_update_cost_benchmark_quick_mode_runs():
     out = _run("update_cost.py", BACKEND)
     rows = [line for line in out.splitlines() if line.startswith(f"| {BACKEND} |")]
     assert len(rows) == 6, out  # constant, Keras CosineDecay, 4 callbacks
+
+
+@pytest.mark.slow
+@pytest.mark.backends("jax")
+def test_large_batch_benchmark_quick_mode_runs():
+    out = _run("large_batch.py", "jax")
+    rows = [line for line in out.splitlines() if line.startswith("| b")]
+    assert len(rows) == 6, out  # baseline + five batch-1024 rows
+    assert any(line.startswith("| jax |") for line in out.splitlines()), out

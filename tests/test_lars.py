@@ -310,3 +310,41 @@ def test_numpy_scalars_are_accepted():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LARS(**kwargs)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise RuntimeError("interrupted")
+
+
+def test_plateau_callback_and_backup_and_restore(tmp_path):
+    from keras_tricks.callbacks import BackupAndRestore, ReduceLROnPlateau
+
+    x, y = _data()
+
+    def plateau():
+        # Never "improves": halves the LR after every epoch but the first.
+        return ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1e9)
+
+    def fit(model, callbacks, epochs=3):
+        return model.fit(
+            x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0,
+            callbacks=callbacks,
+        )
+
+    straight = _model(LARS(2.0, weight_decay=1e-3))
+    history = fit(straight, [plateau()])
+    np.testing.assert_allclose(history.history["learning_rate"], [2.0, 2.0, 1.0])
+    constant = _model(LARS(2.0, weight_decay=1e-3))
+    fit(constant, [])
+    assert np.abs(constant.get_weights()[0] - straight.get_weights()[0]).max() > 1e-4
+
+    backup_dir = str(tmp_path / "backup")
+    first = _model(LARS(2.0, weight_decay=1e-3))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fit(first, [BackupAndRestore(backup_dir), plateau(), _Interrupt()])
+    resumed = _model(LARS(2.0, weight_decay=1e-3))
+    fit(resumed, [BackupAndRestore(backup_dir), plateau()])
+    for a, b in zip(resumed.get_weights(), straight.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
