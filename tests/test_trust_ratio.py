@@ -266,3 +266,23 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="Received: optimizer='adam'"):
         TrustRatio("adam")
     assert TrustRatio(sgd(), trust_coefficient=np.float32(0.5)).trust_coefficient == 0.5
+
+
+def test_schedule_callback_reaches_the_inner_learning_rate():
+    from keras_tricks.callbacks import OneCycle
+    from keras_tricks.schedules import OneCycle as OneCycleSchedule
+
+    x, y = _data()
+    model = _model(TrustRatio(keras.optimizers.SGD(0.5, momentum=0.9)))
+    model.fit(
+        x, y, batch_size=8, epochs=2, shuffle=False, verbose=0,
+        callbacks=[OneCycle(max_lr=0.5, total_steps=4, cycle_momentum=False)],
+    )
+    schedule = OneCycleSchedule(max_lr=0.5, total_steps=4)
+    direct = _model(TrustRatio(keras.optimizers.SGD(schedule, momentum=0.9)))
+    direct.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    constant = _model(TrustRatio(keras.optimizers.SGD(0.5, momentum=0.9)))
+    constant.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    # The callback's LR reaches the step through the wrapper.
+    _close(model.get_weights(), direct.get_weights())
+    assert np.abs(model.get_weights()[0] - constant.get_weights()[0]).max() > 1e-3
