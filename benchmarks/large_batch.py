@@ -170,14 +170,19 @@ def quality(quick, plot_path=None):
                 verbose=0,
             )
             acc = history.history["val_accuracy"][-1]
-            results[label][0].append(acc if np.isfinite(history.history["loss"][-1])
-                                     else 0.1)
+            results[label][0].append(
+                acc if np.isfinite(history.history["loss"][-1]) else 0.1
+            )
             results[label][1].append(statistics.median(timer.times[1:] or timer.times))
     table = []
     for label, (accs, times) in results.items():
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
         table.append(
-            (label, f"{np.mean(accs):.4f} ± {sd:.4f}", f"{statistics.median(times):.2f}")
+            (
+                label,
+                f"{np.mean(accs):.4f} ± {sd:.4f}",
+                f"{statistics.median(times):.2f}",
+            )
         )
     _table(
         f"Validation accuracy after {epochs} epochs ({len(seeds)} seeds, "
@@ -203,7 +208,9 @@ def _plot(results, path, epochs, n_seeds):
     ypos = np.arange(len(labels))[::-1]
     ax.barh(ypos, means, xerr=sds, color=["#777"] + ["#4a7ab5"] * (len(labels) - 1))
     ax.set_yticks(ypos, labels, fontsize=8)
-    ax.set_xlabel(f"validation accuracy after {epochs} epochs (mean ± sd, {n_seeds} seeds)")
+    ax.set_xlabel(
+        f"validation accuracy after {epochs} epochs (mean ± sd, {n_seeds} seeds)"
+    )
     ax.set_xlim(0.0, 1.0)
     for y, m in zip(ypos, means, strict=True):
         ax.text(m + 0.01, y, f"{m:.3f}", va="center", fontsize=8)

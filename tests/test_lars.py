@@ -57,7 +57,12 @@ SETTINGS = [
     {"weight_decay": 1e-2},
     {"nesterov": True},
     {"momentum": 0.0},
-    {"weight_decay": 5e-3, "nesterov": True, "trust_coefficient": 2e-2, "epsilon": 1e-3},
+    {
+        "weight_decay": 5e-3,
+        "nesterov": True,
+        "trust_coefficient": 2e-2,
+        "epsilon": 1e-3,
+    },
 ]
 
 
@@ -73,8 +78,11 @@ def test_equals_optax_lars_step_by_step(settings):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # The trust ratio really acts: plain momentum SGD ends elsewhere.
     plain = _optax_run(
-        optax.sgd(0.5, momentum=settings.get("momentum", 0.9) or None,
-                  nesterov=settings.get("nesterov", False)),
+        optax.sgd(
+            0.5,
+            momentum=settings.get("momentum", 0.9) or None,
+            nesterov=settings.get("nesterov", False),
+        ),
         params,
         grads,
     )
@@ -244,9 +252,7 @@ def test_schedule_callback_drives_lars():
         verbose=0,
         callbacks=[OneCycle(max_lr=3.0, total_steps=4, cycle_momentum=False)],
     )
-    direct = _model(
-        LARS(OneCycleSchedule(max_lr=3.0, total_steps=4))
-    )
+    direct = _model(LARS(OneCycleSchedule(max_lr=3.0, total_steps=4)))
     direct.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     for a, b in zip(model.get_weights(), direct.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -288,8 +294,11 @@ def test_config_round_trip_and_saved_model_continues(tmp_path):
 
 def test_numpy_scalars_are_accepted():
     opt = LARS(
-        np.float32(0.1), momentum=np.float64(0.9), weight_decay=np.float32(1e-4),
-        trust_coefficient=np.float32(1e-3), epsilon=np.int64(0),
+        np.float32(0.1),
+        momentum=np.float64(0.9),
+        weight_decay=np.float32(1e-4),
+        trust_coefficient=np.float32(1e-3),
+        epsilon=np.int64(0),
     )
     assert opt.momentum == pytest.approx(0.9)
     assert isinstance(opt.get_config()["weight_decay"], float)
@@ -301,7 +310,10 @@ def test_numpy_scalars_are_accepted():
         ({"momentum": 1.0}, r"`momentum` of LARS must be a number in \[0.0, 1.0\)"),
         ({"momentum": True}, "Received: momentum=True"),
         ({"weight_decay": -1.0}, "Received: weight_decay=-1.0"),
-        ({"trust_coefficient": 0.0}, "`trust_coefficient` of LARS must be a number > 0"),
+        (
+            {"trust_coefficient": 0.0},
+            "`trust_coefficient` of LARS must be a number > 0",
+        ),
         ({"epsilon": float("nan")}, "Received: epsilon=nan"),
         ({"nesterov": 1}, "Received: nesterov=1"),
         ({"exclude": "("}, "Received: exclude="),
@@ -329,7 +341,12 @@ def test_plateau_callback_and_backup_and_restore(tmp_path):
 
     def fit(model, callbacks, epochs=3):
         return model.fit(
-            x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0,
+            x,
+            y,
+            batch_size=8,
+            epochs=epochs,
+            shuffle=False,
+            verbose=0,
             callbacks=callbacks,
         )
 

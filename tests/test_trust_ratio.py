@@ -105,7 +105,9 @@ def test_a_schedule_still_changes_the_step():
     grads = _grads(8)
     schedule = keras.optimizers.schedules.ExponentialDecay(0.5, 1, 0.7)
     got = _keras_run(
-        TrustRatio(keras.optimizers.SGD(schedule), trust_coefficient=1e-2, epsilon=1e-3),
+        TrustRatio(
+            keras.optimizers.SGD(schedule), trust_coefficient=1e-2, epsilon=1e-3
+        ),
         grads,
     )
     tx = optax.chain(
@@ -207,7 +209,9 @@ def test_composes_with_accumulation_centralization_and_loss_scaling():
     )
     accumulated.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     _close(accumulated.get_weights(), full.get_weights(), rtol=1e-4, atol=1e-5)
-    inside = _model(TrustRatio(GradientAccumulation(keras.optimizers.SGD(0.5), steps=2)))
+    inside = _model(
+        TrustRatio(GradientAccumulation(keras.optimizers.SGD(0.5), steps=2))
+    )
     inside.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     _close(inside.get_weights(), full.get_weights(), rtol=1e-4, atol=1e-5)
     # Centralizing first, then adapting (and the other order) still trains.
@@ -228,7 +232,9 @@ def test_composes_with_accumulation_centralization_and_loss_scaling():
 
 def test_config_round_trip_and_saved_model_continues(tmp_path):
     opt = TrustRatio(
-        keras.optimizers.AdamW(0.003), trust_coefficient=0.5, epsilon=1e-6,
+        keras.optimizers.AdamW(0.003),
+        trust_coefficient=0.5,
+        epsilon=1e-6,
         exclude=["bias"],
     )
     restored = keras.saving.deserialize_keras_object(
@@ -275,7 +281,12 @@ def test_schedule_callback_reaches_the_inner_learning_rate():
     x, y = _data()
     model = _model(TrustRatio(keras.optimizers.SGD(0.5, momentum=0.9)))
     model.fit(
-        x, y, batch_size=8, epochs=2, shuffle=False, verbose=0,
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
         callbacks=[OneCycle(max_lr=0.5, total_steps=4, cycle_momentum=False)],
     )
     schedule = OneCycleSchedule(max_lr=0.5, total_steps=4)

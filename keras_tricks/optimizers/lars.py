@@ -30,17 +30,18 @@ def _check_real(name, value, low, high=None, low_open=False):
     if not ok:
         bracket = "(" if low_open else "["
         span = f"{bracket}{low}, {high})" if high is not None else None
-        expected = f"a number in {span}" if span else (
-            f"a number {'>' if low_open else '>='} {low}"
+        expected = (
+            f"a number in {span}"
+            if span
+            else (f"a number {'>' if low_open else '>='} {low}")
         )
         raise ValueError(
-            f"Argument `{name}` of LARS must be {expected}. "
-            f"Received: {name}={value!r}"
+            f"Argument `{name}` of LARS must be {expected}. Received: {name}={value!r}"
         )
     return float(value)
 
 
-def trust_ratio(weight, update, trust_coefficient, epsilon):
+def _trust_ratio(weight, update, trust_coefficient, epsilon):
     """`trust_coefficient * ||w|| / (||u|| + eps)`, or 1 where a norm is 0.
 
     Both norms are over the whole tensor (one ratio per variable). The
@@ -141,8 +142,9 @@ class LARS(keras.optimizers.Optimizer):
         **kwargs,
     ):
         momentum = _check_real("momentum", momentum, 0.0, 1.0)
-        weight_decay = _check_real("weight_decay", 0.0 if weight_decay is None
-                                   else weight_decay, 0.0)
+        weight_decay = _check_real(
+            "weight_decay", 0.0 if weight_decay is None else weight_decay, 0.0
+        )
         trust_coefficient = _check_real(
             "trust_coefficient", trust_coefficient, 0.0, low_open=True
         )
@@ -194,7 +196,7 @@ class LARS(keras.optimizers.Optimizer):
                 )
             update = ops.multiply(
                 update,
-                trust_ratio(variable, update, self.trust_coefficient, self.epsilon),
+                _trust_ratio(variable, update, self.trust_coefficient, self.epsilon),
             )
         # Read at every update and never branched on: a momentum computed
         # in the compiled step (momentum cycling) reaches the arithmetic.
@@ -203,9 +205,7 @@ class LARS(keras.optimizers.Optimizer):
         step = ops.multiply(update, lr)
         self.assign(m, ops.subtract(ops.multiply(m, momentum), step))
         if self.nesterov:
-            self.assign_add(
-                variable, ops.subtract(ops.multiply(m, momentum), step)
-            )
+            self.assign_add(variable, ops.subtract(ops.multiply(m, momentum), step))
         else:
             self.assign_add(variable, m)
 

@@ -139,7 +139,9 @@ class TrustRatio(OptimizerWrapper):
         # tc * ||w|| / (||delta / lr|| + eps), written without dividing by
         # lr (a zero LR gives a zero step, and the fallback ratio of 1).
         ratio = ops.divide(
-            ops.multiply(ops.multiply(ops.cast(self.trust_coefficient, dtype), w_norm), lr),
+            ops.multiply(
+                ops.multiply(ops.cast(self.trust_coefficient, dtype), w_norm), lr
+            ),
             ops.add(d_norm, ops.multiply(ops.cast(self.epsilon, dtype), lr)),
         )
         zero = ops.logical_or(ops.equal(w_norm, 0.0), ops.equal(d_norm, 0.0))
