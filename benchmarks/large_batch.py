@@ -86,7 +86,7 @@ def _rows(epochs, n_train):
         epochs=epochs,
         steps_per_epoch=-(-n_train // LARGE_BATCH),
     )
-    warmup = max(1, scaled.warmup_steps)
+    warmup = max(1, min(scaled.warmup_steps, steps - 1))
     return [
         (
             f"b{SMALL_BATCH} SGD lr={BASE_LR} (baseline)",
@@ -147,7 +147,7 @@ class _EpochTimer(keras.callbacks.Callback):
 def quality(quick, plot_path=None):
     x_train, y_train, x_val, y_val = _data(quick)
     seeds = [0] if quick else [0, 1, 2]
-    epochs = 1 if quick else 10
+    epochs = 2 if quick else 10
     rows = _rows(epochs, len(x_train))
     results = {label: ([], []) for label, _, _ in rows}
     for seed in seeds:
