@@ -21,6 +21,7 @@ None of this runs inside a train step: it is configuration code, called once.
 
 import dataclasses
 import math
+import numbers
 import os
 import warnings
 from typing import NamedTuple
@@ -698,8 +699,19 @@ def scale_hparams(
     With ``k = new_batch_size / batch_size`` the factor is ``k`` for
     ``rule="linear"`` (Goyal et al. 2017, "Accurate, Large Minibatch SGD":
     ``lr = base_lr * batch / 256``, used up to batch 8k with SGD) or
-    ``sqrt(k)`` for ``rule="sqrt"`` (keeps the gradient-noise variance; a
-    common choice for Adam-type optimizers).
+    ``sqrt(k)`` for ``rule="sqrt"`` (keeps the gradient-noise variance:
+    Krizhevsky 2014, Hoffer et al. 2017).
+
+    Which rule: ``"linear"`` for SGD with or without momentum (and LARS),
+    together with a warmup; ``"sqrt"`` for adaptive optimizers (Adam,
+    AdamW, LAMB / ``TrustRatio(Adam)``), whose step does not grow with the
+    gradient's size: Malladi et al. 2022 ("On the SDEs and Scaling Rules
+    for Adaptive Gradient Algorithms") derive the square-root rule for Adam
+    and RMSprop, where the full rule also moves ``1 - beta_1`` and
+    ``1 - beta_2`` by ``k`` and divides ``epsilon`` by ``sqrt(k)`` (only the
+    LR is scaled here). Both rules stop holding beyond a critical batch
+    size, where a layer-wise trust ratio (``keras_tricks.optimizers.LARS``,
+    ``TrustRatio``) is the usual next step.
 
     Leslie Smith's relationship (the "Bag of Tricks" notes) ties the four
     together: ``lr * wd / (batch * (1 - momentum)) ≈ C``. When the batch
@@ -725,7 +737,8 @@ def scale_hparams(
         momentum: float or None. SGD momentum or Adam's ``beta_1``, in
             ``[0, 1)``; only enters Smith's ratio in the report. Defaults to
             None (counted as 0).
-        rule: str. ``"linear"`` or ``"sqrt"``. Defaults to ``"linear"``.
+        rule: str. ``"linear"`` (SGD, LARS) or ``"sqrt"`` (Adam-type
+            optimizers). Defaults to ``"linear"``.
         keep: str. ``"wd"`` keeps the weight decay and scales the LR;
             ``"lr"`` keeps the LR and scales the weight decay. Defaults to
             ``"wd"``.
@@ -760,7 +773,7 @@ def scale_hparams(
     if weight_decay is not None:
         _check_positive_number("weight_decay", weight_decay, allow_zero=True)
     if momentum is not None and not (
-        isinstance(momentum, (int, float))
+        isinstance(momentum, numbers.Real)
         and not isinstance(momentum, bool)
         and 0 <= momentum < 1
     ):

@@ -71,3 +71,14 @@ def test_lora_benchmark_quick_mode_runs():
     out = _run("lora.py", "jax")
     rows = [line for line in out.splitlines() if line.startswith("| LoRA rank")]
     assert len(rows) == 4 and "| full fine-tuning |" in out, out
+
+
+@pytest.mark.slow
+@pytest.mark.backends("jax")
+def test_large_batch_benchmark_quick_mode_runs():
+    out = _run("large_batch.py", "jax")
+    rows = [
+        line for line in out.splitlines() if line.startswith(("| b32 ", "| b1024 "))
+    ]
+    assert len(rows) == 6, out  # baseline + five batch-1024 rows
+    assert any(line.startswith("| jax |") for line in out.splitlines()), out

@@ -492,3 +492,13 @@ def test_scale_hparams_validates():
         arguments.update(kwargs)
         with pytest.raises(ValueError, match=message):
             precision.scale_hparams(**arguments)
+
+
+def test_scale_hparams_takes_numpy_momentum_and_documents_both_rules():
+    new = precision.scale_hparams(
+        1e-3, 32, 512, weight_decay=0.01, momentum=np.float32(0.9), rule="sqrt"
+    )
+    assert new.lr == pytest.approx(1e-3 * np.sqrt(16))
+    doc = precision.scale_hparams.__doc__
+    for words in ("Malladi", "Hoffer", "adaptive optimizers", "LARS"):
+        assert words in doc

