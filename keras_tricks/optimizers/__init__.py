@@ -1,13 +1,19 @@
 """keras_tricks.optimizers."""
 
+from keras_tricks.optimizers.diffgrad import DiffGrad
 from keras_tricks.optimizers.gradient_accumulation import GradientAccumulation
 from keras_tricks.optimizers.gradient_centralization import (
     GradientCentralization,
     centralize_gradients,
 )
+from keras_tricks.optimizers.lookahead import Lookahead
+from keras_tricks.optimizers.radam import RAdam
 
 __all__ = [
     "GradientAccumulation",
     "GradientCentralization",
     "centralize_gradients",
+    "DiffGrad",
+    "Lookahead",
+    "RAdam",
 ]
