@@ -135,3 +135,107 @@ def optimizer_bytes(optimizer):
         size = int(np.prod(v.shape)) if len(v.shape) else 1
         total += size * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
     return total
+
+
+def nearest_codes(x, codes):
+    """Index of the nearest code (float64 distances, ties to the lower)."""
+    d = np.abs(x[..., None].astype("float64") - codes.astype("float64"))
+    return np.argmin(d, axis=-1)
+
+
+def adamw_8bit_step(
+    w,
+    g,
+    state,
+    step,
+    lr=1e-3,
+    beta_1=0.9,
+    beta_2=0.999,
+    epsilon=1e-8,
+    weight_decay=0.01,
+    block_size=256,
+):
+    """One update of bitsandbytes's block-wise 8-bit AdamW, in NumPy float32.
+
+    `state` is `(m_codes, m_absmax, v_codes, v_absmax)` (codes of shape
+    `(blocks, block_size)`), or `(m, v)` in float32 for a small tensor. The
+    order of operations of bitsandbytes (its CPU kernel and the CUDA ones):
+    dequantize, update the moments in float32, decay and update the weights
+    with the un-quantized moments, quantize with the new absmax, rounding to
+    the nearest code. Returns the new weights and state.
+    """
+    from keras_tricks.optimizers.adamw_8bit import dynamic_map
+
+    f32 = np.float32
+    lr, b1, b2 = f32(lr), f32(beta_1), f32(beta_2)
+    signed, unsigned = dynamic_map(True), dynamic_map(False)
+    w = w.astype(f32)
+    if weight_decay:
+        w = w - w * f32(weight_decay) * lr
+    g = g.astype(f32)
+    if len(state) == 4:
+        mq, ma, vq, va = state
+        n_blocks = len(ma)
+        gb = np.zeros(n_blocks * block_size, f32)
+        gb[: g.size] = g.reshape(-1)
+        g = gb.reshape(n_blocks, block_size)
+        m = signed[np.asarray(mq, int)] * ma[:, None]
+        v = unsigned[np.asarray(vq, int)] * va[:, None]
+    else:
+        m, v = state
+    # 1 - beta from the Python float, as Keras and bitsandbytes do.
+    m = m * b1 + g * f32(1 - float(beta_1))
+    v = v * b2 + g * g * f32(1 - float(beta_2))
+    bc1 = f32(1 - float(b1) ** step)
+    bc2 = f32(np.sqrt(1 - float(b2) ** step))
+    update = (m / (np.sqrt(v) / bc2 + f32(epsilon))) * (lr / bc1)
+    if len(state) == 4:
+        update = update.reshape(-1)[: w.size].reshape(w.shape)
+        ma = np.abs(m).max(axis=1)
+        va = np.abs(v).max(axis=1)
+        mq = nearest_codes(m / np.where(ma > 0, ma, 1)[:, None], signed)
+        vq = nearest_codes(v / np.where(va > 0, va, 1)[:, None], unsigned)
+        state = (mq, ma, vq, va)
+    else:
+        state = (m, v)
+    return (w - update).astype(f32), state
+
+
+def adamw_8bit_reference(
+    grads,
+    w0=None,
+    lr=1e-3,
+    lrs=None,
+    beta_1=0.9,
+    beta_1s=None,
+    min_8bit_size=4096,
+    block_size=256,
+    **kwargs,
+):
+    """A whole trajectory of `adamw_8bit_step` (per-step `lrs`/`beta_1s`)."""
+    w = initial_weights(shape=grads.shape[1:]) if w0 is None else w0
+    if w.size >= max(min_8bit_size, 1):
+        n_blocks = -(-w.size // block_size)
+        zeros = np.zeros((n_blocks, block_size), int)
+        state = (
+            zeros,
+            np.zeros(n_blocks, "float32"),
+            zeros,
+            np.zeros(n_blocks, "float32"),
+        )
+    else:
+        state = (np.zeros_like(w), np.zeros_like(w))
+    out = []
+    for t, g in enumerate(grads):
+        w, state = adamw_8bit_step(
+            w,
+            g,
+            state,
+            t + 1,
+            lr=lr if lrs is None else lrs[t],
+            beta_1=beta_1 if beta_1s is None else beta_1s[t],
+            block_size=block_size,
+            **kwargs,
+        )
+        out.append(w)
+    return np.stack(out)

@@ -1,5 +1,6 @@
 """keras_tricks.optimizers."""
 
+from keras_tricks.optimizers.adamw_8bit import AdamW8bit
 from keras_tricks.optimizers.diffgrad import DiffGrad
 from keras_tricks.optimizers.gradient_accumulation import GradientAccumulation
 from keras_tricks.optimizers.gradient_centralization import (
@@ -13,6 +14,7 @@ __all__ = [
     "GradientAccumulation",
     "GradientCentralization",
     "centralize_gradients",
+    "AdamW8bit",
     "DiffGrad",
     "Lookahead",
     "RAdam",
