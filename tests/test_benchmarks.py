@@ -39,3 +39,13 @@ def test_update_cost_benchmark_quick_mode_runs():
     out = _run("update_cost.py", BACKEND)
     rows = [line for line in out.splitlines() if line.startswith(f"| {BACKEND} |")]
     assert len(rows) == 6, out  # constant, Keras CosineDecay, 4 callbacks
+
+
+@pytest.mark.slow
+@pytest.mark.backends("jax")
+def test_optimizers_benchmark_quick_mode_runs():
+    out = _run("optimizers.py", "jax")
+    memory = [line for line in out.splitlines() if line.startswith("| AdamW8bit |")]
+    assert memory, out
+    # The memory row: the 8-bit state is about a quarter of AdamW's.
+    assert float(memory[0].split("|")[4]) <= 0.27, memory[0]
