@@ -82,3 +82,13 @@ def test_large_batch_benchmark_quick_mode_runs():
     ]
     assert len(rows) == 6, out  # baseline + five batch-1024 rows
     assert any(line.startswith("| jax |") for line in out.splitlines()), out
+
+
+@pytest.mark.slow
+@pytest.mark.backends("jax")
+def test_optimizers_benchmark_quick_mode_runs():
+    out = _run("optimizers.py", "jax")
+    memory = [line for line in out.splitlines() if line.startswith("| AdamW8bit |")]
+    assert memory, out
+    # The memory row: the 8-bit state is about a quarter of AdamW's.
+    assert float(memory[0].split("|")[4]) <= 0.27, memory[0]

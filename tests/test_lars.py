@@ -217,13 +217,6 @@ def test_momentum_computed_in_the_compiled_step_is_used():
         np.testing.assert_allclose(a, np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.xfail(
-    raises=ValueError,
-    strict=True,
-    reason="keras_tricks._control (0.1) cycles `momentum` only on SGD; the "
-    "control-core rewrite is to accept any optimizer that reads `momentum` "
-    "with ops in update_step, as LARS does",
-)
 def test_one_cycle_momentum_cycling_reaches_lars():
     from keras_tricks.callbacks import OneCycle
 
