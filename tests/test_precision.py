@@ -492,3 +492,11 @@ def test_scale_hparams_validates():
         arguments.update(kwargs)
         with pytest.raises(ValueError, match=message):
             precision.scale_hparams(**arguments)
+
+
+def test_scale_hparams_without_weight_decay_prints():
+    # weight_decay=0: Smith's ratio is 0 before and after (nothing to divide).
+    new = precision.scale_hparams(0.1, 256, 1024, weight_decay=0.0, momentum=0.9)
+    text = str(new)
+    assert new.smith_ratio_before == 0.0 == new.smith_ratio_after
+    assert "weight decay:  0 -> 0" in text and "0 -> 0 (held constant)" in text
