@@ -12,6 +12,7 @@ suggestions (`valley`, `steep`, `minimum`, `chain`, `slide`) and a plot.
 
 import collections.abc
 import math
+import numbers
 import warnings
 
 import keras
@@ -70,11 +71,16 @@ class _SweepSchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+def _is_real(value):
+    """A real number, NumPy scalars included, never a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def validate_sweep_args(start_lr, end_lr, num_steps, mode, beta, diverge_threshold):
     """Raise a clear `ValueError` for any bad sweep argument."""
     for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
         if (
-            not isinstance(value, (int, float))
+            not _is_real(value)
             or not math.isfinite(value)
             or value <= 0
         ):
@@ -87,7 +93,11 @@ def validate_sweep_args(start_lr, end_lr, num_steps, mode, beta, diverge_thresho
             "Argument `start_lr` must be < end_lr (the sweep goes upwards). "
             f"Received: start_lr={start_lr}, end_lr={end_lr}"
         )
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
+    if (
+        isinstance(num_steps, bool)
+        or not isinstance(num_steps, numbers.Integral)
+        or num_steps < 2
+    ):
         raise ValueError(
             f"Argument `num_steps` must be an int >= 2. Received: num_steps={num_steps!r}"
         )
@@ -95,10 +105,10 @@ def validate_sweep_args(start_lr, end_lr, num_steps, mode, beta, diverge_thresho
         raise ValueError(
             f'Argument `mode` must be "exp" or "linear". Received: mode={mode!r}'
         )
-    if not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
+    if not _is_real(beta) or not 0.0 <= beta < 1.0:
         raise ValueError(f"Argument `beta` must be in [0, 1). Received: beta={beta!r}")
     if (
-        not isinstance(diverge_threshold, (int, float))
+        not _is_real(diverge_threshold)
         or not math.isfinite(diverge_threshold)
         or diverge_threshold <= 1.0
     ):

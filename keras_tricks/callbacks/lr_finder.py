@@ -93,12 +93,13 @@ class LRFinder(keras.callbacks.Callback):
     ):
         super().__init__()
         validate_sweep_args(start_lr, end_lr, num_steps, mode, beta, diverge_threshold)
-        self.start_lr = start_lr
-        self.end_lr = end_lr
-        self.num_steps = num_steps
+        # Python numbers in the config (NumPy scalars do not serialize).
+        self.start_lr = float(start_lr)
+        self.end_lr = float(end_lr)
+        self.num_steps = int(num_steps)
         self.mode = mode
-        self.beta = beta
-        self.diverge_threshold = diverge_threshold
+        self.beta = float(beta)
+        self.diverge_threshold = float(diverge_threshold)
         self.restore_state = bool(restore)
         self.result = None
         self._saved = None

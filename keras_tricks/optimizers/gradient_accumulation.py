@@ -10,6 +10,7 @@ times too fast.
 """
 
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -133,7 +134,11 @@ class GradientAccumulation(OptimizerWrapper):
         **kwargs,
     ):
         super().__init__(optimizer, name=name, **kwargs)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        if (
+            isinstance(steps, bool)
+            or not isinstance(steps, numbers.Integral)
+            or steps < 1
+        ):
             raise ValueError(
                 "Argument `steps` of GradientAccumulation must be an int >= 1. "
                 f"Received: steps={steps!r}"
@@ -146,7 +151,9 @@ class GradientAccumulation(OptimizerWrapper):
             )
         for arg, value in (("batch_size", batch_size), ("num_samples", num_samples)):
             if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Integral)
+                or value < 1
             ):
                 raise ValueError(
                     f"Argument `{arg}` of GradientAccumulation must be an int "
@@ -157,9 +164,9 @@ class GradientAccumulation(OptimizerWrapper):
                 "Argument `skip_nonfinite` of GradientAccumulation must be a "
                 f"bool. Received: skip_nonfinite={skip_nonfinite!r}"
             )
-        self.steps = steps
-        self.batch_size = batch_size
-        self.num_samples = num_samples
+        self.steps = int(steps)
+        self.batch_size = None if batch_size is None else int(batch_size)
+        self.num_samples = None if num_samples is None else int(num_samples)
         self.skip_nonfinite = skip_nonfinite
 
     @property
