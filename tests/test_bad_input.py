@@ -21,8 +21,14 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from keras_tricks import callbacks, imbalance, layers, optimizers  # noqa: E402
-from keras_tricks import precision, schedules  # noqa: E402
+from keras_tricks import (  # noqa: E402
+    callbacks,
+    imbalance,
+    layers,
+    optimizers,
+    precision,
+    schedules,
+)
 
 EXAMPLES = 40
 CASES_RUN = []  # one entry per generated case, counted by the last test

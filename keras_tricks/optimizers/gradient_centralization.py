@@ -15,7 +15,6 @@ from keras import ops
 
 from keras_tricks.optimizers._wrapper import OptimizerWrapper
 
-
 # Sub-layers of `MultiHeadAttention` (EinsumDense kernels, fixed names).
 _ATTENTION_IN = ("query", "key", "value")
 _ATTENTION_OUT = "attention_output"
