@@ -272,9 +272,9 @@ def test_axes_per_layer_type_match_a_hand_computation(case):
         if optimizer is None:
             optimizer = GradientCentralization(keras.optimizers.SGD(lr))
         model.compile(optimizer=optimizer, loss="mse")
-        before = [np.array(v.value) for v in model.trainable_variables]
+        before = [keras.ops.convert_to_numpy(v.value) for v in model.trainable_variables]
         model.fit(x, y, batch_size=6, epochs=1, shuffle=False, verbose=0)
-        after = [np.array(v.value) for v in model.trainable_variables]
+        after = [keras.ops.convert_to_numpy(v.value) for v in model.trainable_variables]
         runs.append((before, after, [v.path for v in model.trainable_variables]))
     (before, plain, paths), (_, centred, _) = runs
     for w0, w_plain, w_gc, path in zip(before, plain, centred, paths, strict=True):
