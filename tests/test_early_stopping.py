@@ -410,3 +410,12 @@ def test_serialization_round_trip():
     )
     assert type(clone) is EarlyStopping
     assert clone.get_config() == stopper.get_config()
+
+
+def test_a_non_finite_first_value_is_never_the_best():
+    # With check_finite=False a NaN is a bad epoch, never the best (Keras
+    # takes a first NaN as its best and then stops); epoch 0 never stops on
+    # patience. Kills the mutants that drop `finite and` or `epoch > 0`.
+    stopper = EarlyStopping(monitor="val_loss", patience=0, check_finite=False)
+    assert _run(stopper, [float("nan"), 1.0, 0.5]) == 3
+    assert stopper.best == 0.5 and stopper.stop_reason is None
