@@ -17,6 +17,7 @@ backend; only `oversampled_tf_dataset` needs TensorFlow (imported lazily).
 """
 
 import math
+import numbers
 
 import keras
 import numpy as np
@@ -34,6 +35,22 @@ __all__ = [
 
 _NAMED_STRATEGIES = ("max", "all", "auto", "not majority", "not minority", "minority")
 _ACTIVATIONS = ("linear", "sigmoid", "softmax")
+
+
+def _rng(name, seed):
+    """`np.random.default_rng(seed)`, with the package's error for a bad seed."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (
+        isinstance(seed, bool)
+        or not isinstance(seed, numbers.Integral)
+        or seed < 0
+    ):
+        raise ValueError(
+            f"Argument `{name}` must be an int >= 0, a `np.random.Generator` or "
+            f"None. Received: {name}={seed!r}"
+        )
+    return np.random.default_rng(seed)
 
 
 # --------------------------------------------------------------------------
@@ -468,7 +485,7 @@ def oversample_indices(y, sampling_strategy="max", seed=None):
     ```
     """
     n, members, extra = _oversampling_plan(y, sampling_strategy)
-    rng = np.random.default_rng(seed)
+    rng = _rng("seed", seed)
     return _draw(n, members, extra, rng)
 
 
@@ -634,7 +651,7 @@ class OversampledDataset(keras.utils.PyDataset):
             labels, sampling_strategy, "labels"
         )
         self._n = n
-        self._rng = np.random.default_rng(seed)
+        self._rng = _rng("seed", seed)
         self._redraw()
 
     def _redraw(self):

@@ -636,11 +636,18 @@ class ScaledHparams:
             held = math.isclose(
                 self.smith_ratio_before, self.smith_ratio_after, rel_tol=1e-9
             )
-            change = self.smith_ratio_after / self.smith_ratio_before
+            if held:
+                note = " (held constant)"
+            elif self.smith_ratio_before == 0:
+                # weight_decay=0: no ratio to hold (nothing to divide by).
+                note = ""
+            else:
+                change = self.smith_ratio_after / self.smith_ratio_before
+                note = f" (x{change:.3g})"
             lines.append(
                 "  Smith's lr*wd/(batch*(1-momentum)): "
                 f"{self.smith_ratio_before:.4g} -> {self.smith_ratio_after:.4g}"
-                + (" (held constant)" if held else f" (x{change:.3g})")
+                + note
             )
         if self.keep == "lr":
             lines.append(

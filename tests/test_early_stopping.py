@@ -93,13 +93,26 @@ def test_monitor_direction_like_keras():
         model.fit(x, y, callbacks=[stopper], epochs=1, verbose=0)
 
 
-def test_reuse_across_fit_calls():
+def _flat_fit(stopper, epochs=20):
+    """A fit whose loss never moves (LR 0; float32 noise under min_delta): the
+    epoch count is the decision."""
     model, x, y = _model_and_data()
-    stopper = EarlyStopping(monitor="mse", patience=3)
-    first = model.fit(x, y, callbacks=[stopper], epochs=20, verbose=0)
-    assert len(first.epoch) >= 3
-    second = model.fit(x, y, callbacks=[stopper], epochs=20, verbose=0)
-    assert len(second.epoch) >= 3
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mae", metrics=["mse"])
+    history = model.fit(
+        x, y, batch_size=len(x), callbacks=[stopper], epochs=epochs, verbose=0
+    )
+    return len(history.epoch)
+
+
+def test_reuse_across_fit_calls():
+    # Flat loss, patience 3: best at epoch 0, three bad epochs, stop after 4.
+    # A stale `wait` or `best` from the first fit would stop the second one
+    # after 2 or 3 epochs.
+    for cls in (keras.callbacks.EarlyStopping, EarlyStopping):
+        stopper = cls(monitor="loss", patience=3, min_delta=1e-5)
+        assert _flat_fit(stopper) == 4, cls
+        assert _flat_fit(stopper) == 4, cls
+        assert stopper.stopped_epoch == 3
 
 
 def test_state_reset_across_fit_calls():
@@ -116,14 +129,18 @@ def test_state_reset_across_fit_calls():
 
 
 def test_baseline_and_start_from_epoch_with_fit():
-    model, x, y = _model_and_data()
-    stopper = EarlyStopping(monitor="mse", patience=3, baseline=0.6)
-    history = model.fit(x, y, callbacks=[stopper], epochs=20, verbose=0)
-    assert len(history.epoch) >= 3
-    for patience in (3, 0):
-        stopper = EarlyStopping(monitor="mse", patience=patience, start_from_epoch=2)
-        history = model.fit(x, y, callbacks=[stopper], epochs=20, verbose=0)
-        assert len(history.epoch) >= patience + 2
+    # Flat loss over the baseline: the wait is never reset, stop after
+    # `patience` epochs (without the baseline rule: patience + 1).
+    for cls in (keras.callbacks.EarlyStopping, EarlyStopping):
+        stopper = cls(monitor="loss", patience=3, baseline=1e-9, min_delta=1e-5)
+        assert _flat_fit(stopper) == 3, cls
+        # Nothing watched in epochs 0 and 1; best at epoch 2, then `patience`
+        # bad epochs (at least one). Without start_from_epoch: 2 epochs fewer.
+        for patience in (3, 0):
+            stopper = cls(
+                monitor="loss", patience=patience, start_from_epoch=2, min_delta=1e-5
+            )
+            assert _flat_fit(stopper) == 3 + max(patience, 1), (cls, patience)
 
 
 def test_restores_best_weights_like_keras():
@@ -202,16 +219,59 @@ def test_thresholds_and_their_order():
     assert stopper.stop_reason == "divergence_threshold"
     # Order: non-finite, stopping threshold, divergence threshold, patience.
     both = EarlyStopping(
-        monitor="val_loss",
-        patience=0,
-        stopping_threshold=5.0,
-        divergence_threshold=1.0,
+        monitor="val_loss", patience=0, stopping_threshold=0.5, divergence_threshold=2
     )
-    _run(both, [2.0])
-    assert both.stop_reason == "stopping_threshold"
+    _run(both, [float("inf")])
+    assert both.stop_reason == "non_finite"
+    both = EarlyStopping(
+        monitor="val_loss", patience=0, stopping_threshold=0.5, divergence_threshold=2
+    )
+    assert _run(both, [1.0, 1.0, 3.0]) == 2
+    assert both.stop_reason == "patience"
     div = EarlyStopping(monitor="val_loss", patience=1, divergence_threshold=1.5)
     _run(div, [1.0, 2.0])
     assert div.stop_reason == "divergence_threshold"
+
+
+@pytest.mark.parametrize("mode", ["min", "auto"])
+def test_contradictory_thresholds_are_refused(mode):
+    # With mode="min", a goal of 5 and a divergence bound of 1 stop at every
+    # value: refused at construction, or at the first epoch once "auto" knows.
+    kwargs = dict(
+        monitor="val_loss", mode=mode, stopping_threshold=5, divergence_threshold=1
+    )
+    if mode == "min":
+        with pytest.raises(ValueError, match="stopping_threshold=5.0"):
+            EarlyStopping(**kwargs)
+        with pytest.raises(ValueError, match="stopping_threshold"):
+            EarlyStopping(
+                monitor="acc", mode="max", stopping_threshold=0.1,
+                divergence_threshold=0.9,
+            )
+        return
+    stopper = EarlyStopping(**kwargs)
+    with pytest.raises(ValueError, match="divergence_threshold=1.0"):
+        _run(stopper, [2.0])
+
+
+def test_stopping_threshold_epoch_is_the_best():
+    # Our choice (documented): the epoch that reaches the goal is the best
+    # epoch when it improves, and its weights are the ones restored (Lightning
+    # keeps no weights and leaves its best score at the epoch before).
+    stopper = EarlyStopping(
+        monitor="val_loss", patience=5, stopping_threshold=0.3,
+        restore_best_weights=True,
+    )
+    assert _run(stopper, [1.0, 0.5, 0.6, 0.2, 0.1]) == 4
+    assert stopper.best_epoch == 3 and stopper.best == 0.2
+    assert stopper.model.get_weights() == 3
+    # Reached without improving on the best (min_delta): the best stays.
+    stopper = EarlyStopping(
+        monitor="val_loss", patience=5, stopping_threshold=0.3, min_delta=0.1,
+        restore_best_weights=True,
+    )
+    assert _run(stopper, [1.0, 0.32, 0.29]) == 3
+    assert stopper.best_epoch == 1 and stopper.model.get_weights() == 1
 
 
 def test_relative_min_delta():
@@ -222,6 +282,54 @@ def test_relative_min_delta():
     values = [1000.0, 995.0, 990.0, 985.0]
     assert _run(absolute, values) == 4 and absolute.stop_reason is None
     assert _run(relative, values) == 2 and relative.stop_reason == "patience"
+
+
+@pytest.mark.parametrize("shape", [(1,), (1, 1, 1), ()])
+def test_one_element_arrays_are_squeezed(shape):
+    stopper = EarlyStopping(monitor="val_f1", mode="max", patience=0)
+    values = [np.full(shape, v, dtype="float32") for v in (0.5, 0.7, 0.6)]
+    assert _run(stopper, values, monitor="val_f1") == 3
+    assert stopper.best == pytest.approx(0.7)
+
+
+def test_many_element_metric_is_a_clear_error():
+    stopper = EarlyStopping(monitor="val_f1", mode="max")
+    with pytest.raises(ValueError, match=r"val_f1.*shape \(2,\)"):
+        _run(stopper, [np.array([0.5, 0.6])], monitor="val_f1")
+
+
+def test_f1_score_in_fit():
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 3)).astype("float32")
+    y = (x[:, :1] > 0.5).astype("float32")
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")]
+    )
+    model.compile("sgd", "binary_crossentropy", metrics=[keras.metrics.F1Score()])
+    stopper = EarlyStopping(monitor="f1_score", patience=1)
+    model.fit(x, y, epochs=2, callbacks=[stopper], verbose=0)
+    assert stopper.direction == "max" and stopper.best is not None
+
+
+def test_verbose_goes_through_keras_logging(monkeypatch):
+    from keras.src.utils import io_utils
+
+    said = []
+    monkeypatch.setattr(io_utils, "print_msg", lambda message, *a: said.append(message))
+    stopper = EarlyStopping(monitor="val_loss", patience=0, verbose=1)
+    _run(stopper, [1.0, 2.0])
+    assert any("early stopping (patience)" in m for m in said)
+
+
+def test_numpy_scalars_are_accepted():
+    stopper = EarlyStopping(
+        patience=np.int64(3), start_from_epoch=np.int32(1), min_delta=np.float32(0.5),
+        baseline=np.float64(2.0), stopping_threshold=np.float32(0.1),
+    )
+    assert stopper.patience == 3 and type(stopper.patience) is int
+    assert stopper.get_config()["start_from_epoch"] == 1
+    with pytest.raises(ValueError, match="patience=True"):
+        EarlyStopping(patience=True)
 
 
 def test_verbose_says_why(capsys):
@@ -302,3 +410,12 @@ def test_serialization_round_trip():
     )
     assert type(clone) is EarlyStopping
     assert clone.get_config() == stopper.get_config()
+
+
+def test_a_non_finite_first_value_is_never_the_best():
+    # With check_finite=False a NaN is a bad epoch, never the best (Keras
+    # takes a first NaN as its best and then stops); epoch 0 never stops on
+    # patience. Kills the mutants that drop `finite and` or `epoch > 0`.
+    stopper = EarlyStopping(monitor="val_loss", patience=0, check_finite=False)
+    assert _run(stopper, [float("nan"), 1.0, 0.5]) == 3
+    assert stopper.best == 0.5 and stopper.stop_reason is None

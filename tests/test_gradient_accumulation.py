@@ -368,3 +368,39 @@ def test_jax_data_parallel_matches_single_device():
     finally:
         keras.distribution.set_distribution(None)
     assert _rel_err(weights, single.get_weights()) < 1e-5
+
+
+@pytest.mark.parametrize("use_grad_mean", [True, False])
+def test_use_grad_mean_equals_optax_multisteps(use_grad_mean):
+    optax = pytest.importorskip("optax")
+    jnp = pytest.importorskip("jax.numpy")
+    rng = np.random.default_rng(0)
+    grads = [rng.normal(size=(3, 2)).astype("float32") for _ in range(7)]
+    w0 = rng.normal(size=(3, 2)).astype("float32")
+    lr, k = 0.1, 3
+
+    reference = optax.MultiSteps(
+        optax.sgd(lr), every_k_schedule=k, use_grad_mean=use_grad_mean
+    )
+    params = jnp.asarray(w0)
+    state = reference.init(params)
+    expected = []
+    for g in grads:
+        updates, state = reference.update(jnp.asarray(g), state, params)
+        params = optax.apply_updates(params, updates)
+        expected.append(np.asarray(params))
+
+    variable = keras.Variable(w0)
+    optimizer = GradientAccumulation(
+        keras.optimizers.SGD(lr), steps=k, use_grad_mean=use_grad_mean
+    )
+    optimizer.build([variable])
+    for g, want in zip(grads, expected, strict=True):
+        optimizer.apply([keras.ops.convert_to_tensor(g)], [variable])
+        got = keras.ops.convert_to_numpy(variable.value)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    config = optimizer.get_config()
+    assert config["use_grad_mean"] is use_grad_mean
+    assert GradientAccumulation.from_config(config).use_grad_mean is use_grad_mean
+    with pytest.raises(ValueError, match="use_grad_mean=1"):
+        GradientAccumulation(keras.optimizers.SGD(), steps=2, use_grad_mean=1)

@@ -188,3 +188,120 @@ def test_config_round_trip_and_saved_model(tmp_path):
     loaded.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
     for a, b in zip(model.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+# --- the axes, per layer type (hand-written here, not read from the code) ----
+
+# name: (input shape, integer inputs, layer factory, {weight path leaf: axes})
+# where `axes=None` means "left as it is".
+LAYER_CASES = {
+    "dense": ((5,), False, lambda: keras.layers.Dense(3), {"kernel": (0,)}),
+    "conv1d": ((6, 2), False, lambda: keras.layers.Conv1D(3, 3), {"kernel": (0, 1)}),
+    "conv2d": (
+        (5, 5, 2), False, lambda: keras.layers.Conv2D(3, 3), {"kernel": (0, 1, 2)}
+    ),
+    "conv3d": (
+        (4, 4, 4, 1), False, lambda: keras.layers.Conv3D(2, 3),
+        {"kernel": (0, 1, 2, 3)},
+    ),
+    # Keras: (kh, kw, out, in); the paper's code keeps PyTorch's axis 0 (in).
+    "conv2d_transpose": (
+        (3, 3, 2), False, lambda: keras.layers.Conv2DTranspose(3, 2),
+        {"kernel": (0, 1, 2)},
+    ),
+    # (kh, kw, in, multiplier): each filter over its own window only.
+    "depthwise": (
+        (5, 5, 2), False, lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2),
+        {"kernel": (0, 1)},
+    ),
+    "separable": (
+        (5, 5, 2), False, lambda: keras.layers.SeparableConv2D(3, 3),
+        {"depthwise_kernel": (0, 1), "pointwise_kernel": (0, 1, 2)},
+    ),
+    "einsum_dense": (
+        (5,), False, lambda: keras.layers.EinsumDense("ab,bcd->acd", (2, 3)),
+        {"kernel": None},
+    ),
+    "embedding": ((4,), True, lambda: keras.layers.Embedding(20, 3), {"embeddings": None}),
+}
+
+
+def _layer_model(case):
+    shape, integer, make, _ = LAYER_CASES[case]
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input(shape, dtype="int32" if integer else "float32")
+    if case == "mha":
+        h = keras.layers.MultiHeadAttention(2, 3)(inputs, inputs)
+    else:
+        h = make()(inputs)
+    h = keras.layers.Flatten()(h)
+    return keras.Model(inputs, keras.layers.Dense(1, name="head")(h))
+
+
+LAYER_CASES["mha"] = (
+    (4, 5), False, None,
+    {"query/kernel": (0,), "key/kernel": (0,), "value/kernel": (0,),
+     "attention_output/kernel": (0, 1), "bias": None},
+)
+
+
+def _expected_axes(case, path, ndim):
+    if ndim < 2:
+        return None
+    if path.startswith("head/"):
+        return (0,)
+    for leaf, axes in LAYER_CASES[case][3].items():
+        if path.endswith(leaf):
+            return axes
+    raise AssertionError(f"no expectation for {path}")
+
+
+@pytest.mark.parametrize("case", sorted(LAYER_CASES))
+def test_axes_per_layer_type_match_a_hand_computation(case):
+    lr = 0.1
+    shape, integer = LAYER_CASES[case][:2]
+    rng = np.random.default_rng(2)
+    if integer:
+        x = rng.integers(0, 5, size=(6, *shape)).astype("int32")  # 5 tokens used
+    else:
+        x = rng.normal(size=(6, *shape)).astype("float32")
+    y = rng.normal(size=(6, 1)).astype("float32")
+    runs = []
+    for optimizer in (keras.optimizers.SGD(lr), None):
+        model = _layer_model(case)
+        if optimizer is None:
+            optimizer = GradientCentralization(keras.optimizers.SGD(lr))
+        model.compile(optimizer=optimizer, loss="mse")
+        before = [keras.ops.convert_to_numpy(v.value) for v in model.trainable_variables]
+        model.fit(x, y, batch_size=6, epochs=1, shuffle=False, verbose=0)
+        after = [keras.ops.convert_to_numpy(v.value) for v in model.trainable_variables]
+        runs.append((before, after, [v.path for v in model.trainable_variables]))
+    (before, plain, paths), (_, centred, _) = runs
+    for w0, w_plain, w_gc, path in zip(before, plain, centred, paths, strict=True):
+        grad = (w0 - w_plain) / lr
+        axes = _expected_axes(case, path, grad.ndim)
+        if axes is not None:
+            grad = grad - grad.mean(axis=axes, keepdims=True)
+        np.testing.assert_allclose(
+            w_gc, w0 - lr * grad, rtol=1e-4, atol=1e-6, err_msg=path
+        )
+    if case == "embedding":
+        # Rows of tokens absent from the batch do not move.
+        table = [i for i, p in enumerate(paths) if p.endswith("embeddings")][0]
+        np.testing.assert_array_equal(centred[table][5:], before[table][5:])
+
+
+def test_fan_in_axes_table():
+    from keras_tricks.optimizers import fan_in_axes
+
+    assert fan_in_axes("dense/kernel", 2) == (0,)
+    assert fan_in_axes("conv2d/kernel", 4) == (0, 1, 2)
+    assert fan_in_axes("depthwise_conv2d/kernel", 4) == (0, 1)
+    assert fan_in_axes("my_dw/kernel", 4) == (0, 1, 2)  # a custom name: (in, out)
+    assert fan_in_axes("mha/query/bias", 2) is None
+    assert fan_in_axes("sep/depthwise_kernel", 4) == (0, 1)
+    assert fan_in_axes("mha/query/kernel", 3) == (0,)
+    assert fan_in_axes("mha/attention_output/kernel", 3) == (0, 1)
+    assert fan_in_axes("embedding/embeddings", 2) is None
+    assert fan_in_axes("einsum_dense_1/kernel", 3) is None
+    assert fan_in_axes("dense/bias", 1) is None

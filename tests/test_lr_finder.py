@@ -726,3 +726,65 @@ def test_noisy_small_losses_at_the_start_do_not_stop_the_sweep():
     assert any("no descent" in str(w.message) for w in caught)
     assert finder.result.stop_reason == "completed"
     assert len(finder.result.lrs) == 50
+
+
+def _fastai_slide(lrs, losses, lr_diff=15, thresh=0.005, adjust_value=1.0):
+    """fastai 2.8's `slide` (fastai/callback/schedule.py), transcribed."""
+    loss_grad = np.gradient(losses)
+    r_idx = -1
+    l_idx = r_idx - lr_diff
+    local_min_lr = lrs[l_idx]
+    while (l_idx >= -len(losses)) and (
+        abs(loss_grad[r_idx] - loss_grad[l_idx]) > thresh
+    ):
+        local_min_lr = lrs[l_idx]
+        r_idx -= 1
+        l_idx -= 1
+    return float(local_min_lr) * adjust_value
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_slide_equals_fastai_on_the_same_curve(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(40, 120))
+    lrs = np.geomspace(1e-6, 10.0, n)
+    x = np.log10(lrs)
+    raw = 2.0 - np.tanh(x + rng.uniform(1, 4)) + 0.02 * rng.normal(size=n)
+    raw += np.where(x > rng.uniform(-1, 1), 3.0 * (x + 1) ** 2, 0.0)
+    result = LRFinderResult(lrs, raw)  # fastai smooths with beta=0.98 too
+    skip, stop = n // 10, n - 5
+    expected = _fastai_slide(lrs[skip:stop], result.smoothed_losses[skip:stop])
+    assert result.suggestion("slide") == expected
+    assert "slide" in result.suggestions()
+
+
+def test_slide_on_a_short_curve_uses_a_shorter_window():
+    lrs = np.geomspace(1e-4, 1.0, 12)
+    result = _synthetic(np.linspace(1.0, 0.5, 12), lrs)
+    # 12 points: skip 1, drop 5: 6 left, a window of 5 (fastai: IndexError).
+    assert result.suggestion_index("slide") in range(1, 7)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_repeated_lrs_count_once_in_every_rule(k):
+    # Under gradient accumulation each LR is recorded once per micro-batch:
+    # every rule must read the curve of distinct LRs (fastai's np.unique),
+    # and the skipped warm-up is 10% of the points, not of the records.
+    rng = np.random.default_rng(k)
+    points = 60
+    lrs = np.geomspace(1e-6, 1.0, points)
+    x = np.log10(lrs)
+    losses = 1.5 - np.tanh(x + 3) + np.where(x > -1, 4 * (x + 1) ** 2, 0)
+    losses += 0.01 * rng.normal(size=points)
+    # Within a point, the smoothed records differ a little (the EMA moves).
+    repeated = np.repeat(losses, k) + np.tile(np.linspace(0, -1e-3, k), points)
+    once = LRFinderResult(lrs, losses, smoothed_losses=losses, num_steps=points)
+    many = LRFinderResult(
+        np.repeat(lrs, k), repeated, smoothed_losses=repeated, num_steps=points
+    )
+    for method in ("valley", "steep", "minimum", "chain", "slide"):
+        assert many.suggestion(method) == once.suggestion(method), method
+        index = many.suggestion_index(method)
+        assert index % k == 0  # the first record of its LR
+    assert many.cyclic_range() == once.cyclic_range()
+    assert many.descended == once.descended

@@ -156,3 +156,14 @@ def test_errors():
     for kwargs, match in _ERRORS:
         with pytest.raises(ValueError, match=match):
             OutputHead(**kwargs)
+
+
+@pytest.mark.parametrize("units", ["3", 0, -2, 2.5, True])
+def test_units_must_be_a_positive_integer(units):
+    with pytest.raises(ValueError, match=f"Received: units={units!r}"):
+        OutputHead(units)
+
+
+def test_numpy_integer_units():
+    head = OutputHead(np.int64(3))
+    assert head.units == 3 and type(head.get_config()["units"]) is int

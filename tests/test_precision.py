@@ -502,3 +502,11 @@ def test_scale_hparams_takes_numpy_momentum_and_documents_both_rules():
     doc = precision.scale_hparams.__doc__
     for words in ("Malladi", "Hoffer", "adaptive optimizers", "LARS"):
         assert words in doc
+
+
+def test_scale_hparams_without_weight_decay_prints():
+    # weight_decay=0: Smith's ratio is 0 before and after (nothing to divide).
+    new = precision.scale_hparams(0.1, 256, 1024, weight_decay=0.0, momentum=0.9)
+    text = str(new)
+    assert new.smith_ratio_before == 0.0 == new.smith_ratio_after
+    assert "weight decay:  0 -> 0" in text and "0 -> 0 (held constant)" in text

@@ -611,3 +611,26 @@ def test_lookup_table_equals_the_schedule():
     # The host values (logs) are the table's.
     assert table.host_lr(3) == pytest.approx(lr_t[6 + 6], rel=1e-6)
     assert direct.peak == table.peak == pytest.approx(0.05)
+
+
+def test_first_cycle_fraction_ends_the_last_cycle_at_the_last_update():
+    # 1/7 of 100 updates with t_mul=2 rounded to 14 ended the cycles at 14,
+    # 42 and 98: the last two updates ran at max_lr. Three cycles of 100/7,
+    # 200/7 and 400/7 end at update 100.
+    cb = ktc.SGDR(max_lr=0.1, first_cycle_fraction=1 / 7, t_mul=2.0)
+    schedule = cb._make_schedule(100, None)
+    lrs = _values(schedule, np.arange(101))
+    assert lrs[98] < 1e-3 and lrs[99] < 1e-4
+    assert lrs[100] == pytest.approx(0.1)  # the restart after the training
+    restarts = [k for k in range(1, 101) if lrs[k] > lrs[k - 1]]
+    assert restarts == [15, 43, 100]  # ceil(100/7), ceil(300/7), 100
+    # In a fit: 0.3 of 28 updates is 3 cycles (not 8.4-step cycles that
+    # restart at update 24), each 28/3 updates long.
+    model = _model(keras.optimizers.SGD(0.5))
+    cb = ktc.SGDR(max_lr=0.05, first_cycle_fraction=0.3, min_lr=1e-3)
+    _, rec = _fit(model, cb, epochs=7)
+    expected = _values(schedules.SGDR(0.05, 28 / 3, min_lr=1e-3), np.arange(28))
+    np.testing.assert_allclose(rec.lr, expected, rtol=1e-5)
+    lr = np.asarray(rec.lr)
+    assert list(np.flatnonzero(np.diff(lr) > 0) + 1) == [10, 19]  # no restart at 24
+    assert lr[-1] < 3e-3

@@ -558,3 +558,128 @@ def test_schedule_drives_compiled_fit():
     assert float(model.optimizer.learning_rate) == pytest.approx(
         float(schedule(8)), rel=1e-6
     )
+
+
+# ------------------------------------------------- exactness (issue 15 sweep)
+
+
+def _boundaries64(t0, t_mul, n):
+    starts, length = [0.0], float(t0)
+    for _ in range(n):
+        starts.append(starts[-1] + length)
+        length *= t_mul
+    return np.asarray(starts)
+
+
+@pytest.mark.parametrize(
+    "kwargs, step",
+    [
+        # The true restart is 113330.078: step 113330 is still at the bottom.
+        (dict(max_lr=0.1, first_cycle_steps=1000, t_mul=1.5), 113330),
+        # Restart at 1921.0018 (cycles shrink towards 2000).
+        (dict(max_lr=0.1, first_cycle_steps=100, min_lr=1e-3, t_mul=0.95), 1921),
+    ],
+)
+def test_sgdr_does_not_restart_a_step_early(kwargs, step):
+    starts = _boundaries64(kwargs["first_cycle_steps"], kwargs["t_mul"], 200)
+    i = int(np.searchsorted(starts, step, side="right") - 1)
+    assert starts[i] < step < starts[i + 1] < step + 1  # a restart just after
+    ref = sgdr_reference(
+        step, kwargs["max_lr"], kwargs["first_cycle_steps"], kwargs["t_mul"],
+        1.0, kwargs.get("min_lr", 0.0), 0, None,
+    )
+    ours = values(SGDR(**kwargs), [step - 1, step, step + 1])
+    assert ours[1] == pytest.approx(ref, abs=1e-6)
+    # The bottom of the cycle, not a restart.
+    assert ours[1] < kwargs.get("min_lr", 0.0) + 1e-3 * kwargs["max_lr"]
+    assert ours[2] == pytest.approx(
+        sgdr_reference(
+            step + 1, kwargs["max_lr"], kwargs["first_cycle_steps"],
+            kwargs["t_mul"], 1.0, kwargs.get("min_lr", 0.0), 0, None,
+        ),
+        rel=1e-4,
+    )
+
+
+def test_sgdr_restarts_on_integer_boundaries_at_that_step():
+    # t_mul=1.5 from 8: restarts at 8, 20, 38, 65 exactly, and far out.
+    schedule = SGDR(0.1, 8, t_mul=1.5)
+    for boundary in (8, 20, 38, 65):
+        assert float(schedule(boundary)) == pytest.approx(0.1)
+        assert float(schedule(boundary - 1)) < 0.01
+    starts = _boundaries64(1000, 2.0, 12)  # integers up to ~4e6
+    out = values(SGDR(0.1, 1000, t_mul=2.0), starts[1:].astype("int64"))
+    np.testing.assert_allclose(out, 0.1, rtol=1e-6)
+
+
+@pytest.mark.parametrize("k", [0.5, 2.0, 3.0])
+def test_k_decay_equals_timm(k):
+    # timm CosineLRScheduler._get_lr: lr_min + 0.5 * (lr_max - lr_min) *
+    # (1 + cos(pi * t_curr**k / t_i**k)), per cycle (cycle_mul, cycle_decay).
+    def timm(t, t_initial, cycle_mul, cycle_decay, lr_min, base):
+        if cycle_mul != 1:
+            i = math.floor(
+                math.log(1 - t / t_initial * (1 - cycle_mul), cycle_mul)
+            )
+            t_i = cycle_mul**i * t_initial
+            t_curr = t - (1 - cycle_mul**i) / (1 - cycle_mul) * t_initial
+        else:
+            i = t // t_initial
+            t_i = t_initial
+            t_curr = t - t_initial * i
+        lr_max = base * cycle_decay**i
+        return lr_min + 0.5 * (lr_max - lr_min) * (
+            1 + math.cos(math.pi * t_curr**k / t_i**k)
+        )
+
+    steps = np.arange(0, 300) + 0.5  # clear of the restarts (timm's float log)
+    for t0, mul, decay in ((20, 1.0, 0.8), (16, 2.0, 0.5), (10, 1.5, 1.0)):
+        ours = SGDR(0.1, t0, t_mul=mul, m_mul=decay, min_lr=1e-3, k_decay=k)
+        ref = [timm(t, t0, mul, decay, 1e-3, 0.1) for t in steps]
+        assert_close(values(ours, steps), ref, 0.1)
+    # WarmupCosine: one cycle after the warmup.
+    ours = WarmupCosine(0.1, 110, warmup_steps=10, final_lr=1e-3, k_decay=k)
+    steps = np.arange(10, 130)
+    ref = [timm(min(t - 10, 100), 100, 1.0, 1.0, 1e-3, 0.1) for t in steps[:-20]]
+    ref += [1e-3] * 20
+    assert_close(values(ours, steps), ref, 0.1)
+    for schedule in (ours, SGDR(0.1, 10, k_decay=k)):
+        config = schedule.get_config()
+        assert config["k_decay"] == k
+        assert type(schedule).from_config(config).get_config() == config
+
+
+def _compiled(fn):
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    return fn
+
+
+@pytest.mark.parametrize("mode", ["triangular", "triangular2", "exp_range"])
+def test_cyclic_troughs_and_peaks_are_exact_compiled(mode):
+    # XLA turns `step / step_size` into `step * (1 / step_size)`: the troughs
+    # of CyclicLR(1e-4, 1e-2, 7) were 9.4e-5 relative off base_lr.
+    schedule = CyclicLR(1e-4, 1e-2, 7, mode=mode, gamma=0.999)
+    steps = ops.convert_to_tensor(np.arange(0, 29 * 14 + 1, dtype="float32"))
+    for fn in (schedule, _compiled(schedule)):
+        out = np.asarray(ops.convert_to_numpy(fn(steps)))
+        np.testing.assert_array_equal(out[::14], np.float32(1e-4))
+        if mode == "triangular":
+            np.testing.assert_array_equal(out[7::14], np.float32(1e-2))
+        momentum = np.asarray(ops.convert_to_numpy(schedule.momentum(steps)))
+        np.testing.assert_array_equal(momentum[::14], np.float32(0.9))
+    # Scalar steps, one by one, compiled.
+    fn = _compiled(schedule)
+    for k in (0, 7, 14, 21, 140):
+        value = float(ops.convert_to_numpy(fn(ops.convert_to_tensor(np.float32(k)))))
+        if k % 14 == 0:
+            assert value == np.float32(1e-4)
+        elif mode == "triangular":
+            assert value == np.float32(1e-2)

@@ -9,9 +9,11 @@ restore the callback's decisions.
 """
 
 import math
+import numbers
 import warnings
 
 import keras
+import numpy as np
 
 from keras_tricks.callbacks import _state
 
@@ -29,8 +31,13 @@ def _check_choice(name, value, choices):
         )
 
 
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _check_number(name, value, low=None, high=None, low_open=False, high_open=False):
-    bad = not isinstance(value, (int, float)) or isinstance(value, bool)
+    """A real number (NumPy scalars too, never a bool) within the bounds."""
+    bad = not _is_real(value)
     if not bad:
         bad = not math.isfinite(value)
     if not bad and low is not None:
@@ -47,13 +54,52 @@ def _check_number(name, value, low=None, high=None, low_open=False, high_open=Fa
         raise ValueError(
             f"Argument `{name}` must be a number {expected}. Received: {name}={value!r}"
         )
+    return float(value)
 
 
 def _check_int(name, value, low=0):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    """An integer (NumPy integers too, never a bool) >= `low`; a Python int."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < low
+    ):
         raise ValueError(
             f"Argument `{name}` must be an integer >= {low}. Received: {name}={value!r}"
         )
+    return int(value)
+
+
+def print_msg(message):
+    """Report like Keras's callbacks: to stdout, or to absl logging when
+    interactive logging is off (`keras.config.disable_interactive_logging`)."""
+    try:
+        from keras.src.utils import io_utils
+    except ImportError:  # pragma: no cover - a Keras without this module
+        print(message)
+        return
+    io_utils.print_msg(message)
+
+
+def scalar_value(name, value):
+    """A logged value as a Python float.
+
+    Keras metrics may log arrays: `F1Score` gives shape `(1,)` for a binary
+    problem. A value with exactly one element (any shape: `(1,)`, `(1, 1, 1)`)
+    is squeezed, as Keras's and Lightning's callbacks accept it; a value with
+    several elements cannot be compared and raises a ValueError naming it.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    array = np.asarray(keras.ops.convert_to_numpy(value))
+    if array.size != 1:
+        raise ValueError(
+            f"The monitored metric `{name}` must have one value to be compared, "
+            f"but it has shape {array.shape} ({array.size} values). Monitor a "
+            "scalar metric (e.g. set `average=` on an F1Score over several "
+            f"classes). Received: {name}={array.tolist()!r}"
+        )
+    return float(array.reshape(()))
 
 
 def _compile_metrics(model):
@@ -124,9 +170,9 @@ class MonitorCallback(keras.callbacks.Callback):
             )
         _check_choice("mode", mode, _MODES)
         _check_choice("min_delta_mode", min_delta_mode, _DELTA_MODES)
-        _check_number("min_delta", min_delta)
+        min_delta = _check_number("min_delta", min_delta)
         if baseline is not None:
-            _check_number("baseline", baseline)
+            baseline = _check_number("baseline", baseline)
         self.monitor = monitor
         self.mode = mode
         # Keras takes the magnitude of a negative min_delta: so do we.
@@ -196,9 +242,7 @@ class MonitorCallback(keras.callbacks.Callback):
                     stacklevel=2,
                 )
             return None
-        if isinstance(value, (int, float)):
-            return float(value)
-        return float(keras.ops.convert_to_numpy(value))
+        return scalar_value(self.monitor, value)
 
     # --- state that survives an interruption ----------------------------
 

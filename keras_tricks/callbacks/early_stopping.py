@@ -107,14 +107,16 @@ class EarlyStopping(_monitor.MonitorCallback):
             min_delta_mode=min_delta_mode,
             baseline=baseline,
         )
-        _monitor._check_int("patience", patience)
-        _monitor._check_int("start_from_epoch", start_from_epoch)
-        for name, value in (
-            ("stopping_threshold", stopping_threshold),
-            ("divergence_threshold", divergence_threshold),
-        ):
-            if value is not None:
-                _monitor._check_number(name, value)
+        patience = _monitor._check_int("patience", patience)
+        start_from_epoch = _monitor._check_int("start_from_epoch", start_from_epoch)
+        if stopping_threshold is not None:
+            stopping_threshold = _monitor._check_number(
+                "stopping_threshold", stopping_threshold
+            )
+        if divergence_threshold is not None:
+            divergence_threshold = _monitor._check_number(
+                "divergence_threshold", divergence_threshold
+            )
         self.patience = patience
         self.verbose = verbose
         self.restore_best_weights = bool(restore_best_weights)
@@ -128,6 +130,28 @@ class EarlyStopping(_monitor.MonitorCallback):
         self.best_weights = None
         self.stop_reason = None
         self.stop_message = None
+        if mode != "auto":
+            self._check_thresholds(mode)
+
+    def _check_thresholds(self, direction):
+        """A goal on the wrong side of the divergence bound stops every epoch."""
+        goal, lost = self.stopping_threshold, self.divergence_threshold
+        if goal is None or lost is None:
+            return
+        if (direction == "min" and not goal < lost) or (
+            direction == "max" and not goal > lost
+        ):
+            side = "<" if direction == "min" else ">"
+            raise ValueError(
+                f"With mode={direction!r}, argument `stopping_threshold` must be "
+                f"{side} divergence_threshold, or every value stops training. "
+                f"Received: stopping_threshold={goal!r}, "
+                f"divergence_threshold={lost!r}"
+            )
+
+    def _set_monitor_op(self):
+        super()._set_monitor_op()
+        self._check_thresholds(self.direction)
 
     def get_config(self):
         return {
@@ -230,13 +254,13 @@ class EarlyStopping(_monitor.MonitorCallback):
 
     def on_train_end(self, logs=None):
         if self.stop_reason is not None and self.verbose > 0:
-            print(
+            _monitor.print_msg(
                 f"Epoch {self.stopped_epoch + 1}: early stopping "
                 f"({self.stop_reason}). {self.stop_message}"
             )
         if self.restore_best_weights and self.best_weights is not None:
             if self.verbose > 0:
-                print(
+                _monitor.print_msg(
                     "Restoring model weights from the end of the best epoch: "
                     f"{self.best_epoch + 1}."
                 )

@@ -93,12 +93,13 @@ class LRFinder(keras.callbacks.Callback):
     ):
         super().__init__()
         validate_sweep_args(start_lr, end_lr, num_steps, mode, beta, diverge_threshold)
-        self.start_lr = start_lr
-        self.end_lr = end_lr
-        self.num_steps = num_steps
+        # Python numbers in the config (NumPy scalars do not serialize).
+        self.start_lr = float(start_lr)
+        self.end_lr = float(end_lr)
+        self.num_steps = int(num_steps)
         self.mode = mode
-        self.beta = beta
-        self.diverge_threshold = diverge_threshold
+        self.beta = float(beta)
+        self.diverge_threshold = float(diverge_threshold)
         self.restore_state = bool(restore)
         self.result = None
         self._saved = None
@@ -164,6 +165,7 @@ class LRFinder(keras.callbacks.Callback):
         self.result = None
         self._lrs, self._losses, self._smoothed = [], [], []
         self._avg, self._best = 0.0, math.inf
+        self._points = 0
         self._stop_reason = None
         self._execution = batches_per_execution(model)
         _control.take_control(optimizer, model)
@@ -231,8 +233,12 @@ class LRFinder(keras.callbacks.Callback):
         # neither set the best loss nor trigger divergence: an EMA over a few
         # noisy batches (a model that is already trained has small, noisy
         # losses) can jump 4x by chance at the very bottom of the sweep.
+        # Counted in sweep points (distinct LRs), not batches: under gradient
+        # accumulation each LR is recorded once per micro-batch.
+        if n == 1 or lr != self._lrs[-2]:
+            self._points += 1
         warm_up = max(1, self.num_steps // 10)
-        warming_up = n <= warm_up
+        warming_up = self._points <= warm_up
         if not math.isfinite(smoothed):
             self._stop_reason = "diverged"
         elif not warming_up and smoothed > self.diverge_threshold * self._best:

@@ -119,14 +119,14 @@ class ReduceLROnPlateau(_monitor.MonitorCallback):
         super().__init__(
             monitor, mode, min_delta=min_delta, min_delta_mode=min_delta_mode
         )
-        if not isinstance(factor, (int, float)) or not 0.0 < factor < 1.0:
+        if not _monitor._is_real(factor) or not 0.0 < factor < 1.0:
             raise ValueError(
                 "ReduceLROnPlateau does not support a factor >= 1.0 (or <= 0). "
-                f"Argument `factor` must be in (0, 1). Received: factor={factor}"
+                f"Argument `factor` must be in (0, 1). Received: factor={factor!r}"
             )
-        _monitor._check_int("patience", patience)
-        _monitor._check_int("cooldown", cooldown)
-        _monitor._check_number("min_lr", min_lr, low=0)
+        patience = _monitor._check_int("patience", patience)
+        cooldown = _monitor._check_int("cooldown", cooldown)
+        min_lr = _monitor._check_number("min_lr", min_lr, low=0)
         _monitor._check_number("smoothing", smoothing, low=0, high=1, high_open=True)
         self.factor = float(factor)
         self.patience = patience
@@ -213,7 +213,7 @@ class ReduceLROnPlateau(_monitor.MonitorCallback):
                     if self.verbose > 0:
                         for opt, new_lr in changed:
                             name = f" {opt.name}" if len(changed) > 1 else ""
-                            print(
+                            _monitor.print_msg(
                                 f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing"
                                 f"{name} learning rate to {new_lr}."
                             )

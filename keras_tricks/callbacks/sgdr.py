@@ -1,5 +1,7 @@
 """`SGDR`: cosine annealing with warm restarts, cycles sized from `fit`."""
 
+import math
+
 import keras
 
 from keras_tricks import schedules
@@ -13,6 +15,22 @@ from keras_tricks.schedules import _primitives as P
 _PLACEHOLDER_STEPS = 1_000
 
 
+def fitted_first_cycle(fraction, t_mul, steps):
+    """The first cycle's length (a float) for `first_cycle_fraction`.
+
+    The fraction is rounded to a whole number of cycles `n` (those that fit
+    in the run: `sum(fraction * t_mul**i, i < n) ~ 1`), and the first cycle
+    is sized so that `n` cycles end exactly at `steps`: the last update runs
+    at the bottom of the last cosine, never just after a restart (1/7 of 98
+    updates rounded to 14 ended the third cycle at 98 of 100 updates).
+    """
+    if t_mul == 1.0:
+        n = max(1, round(1.0 / fraction))
+        return steps / n
+    n = max(1, round(math.log(1.0 + (t_mul - 1.0) / fraction) / math.log(t_mul)))
+    return steps * (t_mul - 1.0) / (t_mul**n - 1.0)
+
+
 @keras.saving.register_keras_serializable(package="keras_tricks", name="SGDRCallback")
 class SGDR(ScheduleCallback):
     """Train with SGDR, cosine annealing with warm restarts (Loshchilov & Hutter).
@@ -22,7 +40,10 @@ class SGDR(ScheduleCallback):
     (`first_cycle_steps`), in epochs (`first_cycle_epochs`, converted with
     `fit`'s steps per epoch) or as a fraction of the training after warmup
     (`first_cycle_fraction`; with `t_mul=2`, `1/7` gives three cycles of 1, 2
-    and 4 sevenths that end with the training, the LR at its minimum). Cycle
+    and 4 sevenths that end with the training, the LR at its minimum; a
+    fraction that does not tile the run is rounded to the nearest whole
+    number of cycles, and the cycles are stretched or shrunk to end exactly
+    at the last update). Cycle
     `i` lasts `t_mul**i` times the first one and peaks at `max_lr * m_mul**i`.
 
     The schedule runs inside the compiled step from the optimizer's
@@ -38,7 +59,9 @@ class SGDR(ScheduleCallback):
     `first_cycle_steps=T_0, t_mul=T_mult, min_lr=eta_min` (stepped per batch);
     Keras `CosineDecayRestarts(initial_learning_rate, first_decay_steps,
     t_mul, m_mul, alpha)` is `max_lr, first_cycle_steps, t_mul, m_mul,
-    min_lr=alpha * max_lr`; timm's `CosineLRScheduler` names them
+    min_lr=alpha * max_lr` when `m_mul == 1` or `alpha == 0` (Keras decays
+    its peak as `(1 - alpha) * m_mul**i + alpha` times the initial LR, ours as
+    `m_mul**i`); timm's `CosineLRScheduler` names them
     `t_initial`, `cycle_mul`, `cycle_decay`, `lr_min`, `cycle_limit`.
 
     Args:
@@ -64,6 +87,8 @@ class SGDR(ScheduleCallback):
         count: `"updates"` or `"batches"`: what a step is under Keras's
             `gradient_accumulation_steps` (see `OneCycle`).
             Defaults to `"updates"`.
+        k_decay: float > 0. timm's `k_decay` (see
+            `keras_tricks.schedules.SGDR`). Defaults to `1.0`.
 
     Example:
 
@@ -96,6 +121,7 @@ class SGDR(ScheduleCallback):
         cycle_limit=None,
         total_steps=None,
         count="updates",
+        k_decay=1.0,
     ):
         super().__init__(total_steps=total_steps, count=count)
         given = check_at_most_one(
@@ -126,6 +152,7 @@ class SGDR(ScheduleCallback):
         self.min_lr = min_lr
         self.warmup_steps = warmup_steps
         self.cycle_limit = cycle_limit
+        self.k_decay = k_decay
         self._build(self.first_cycle_steps or _PLACEHOLDER_STEPS)
         if self.total_steps is not None and self.first_cycle_fraction is not None:
             self._make_schedule(self.total_steps, None)
@@ -151,6 +178,7 @@ class SGDR(ScheduleCallback):
             min_lr=self.min_lr,
             warmup_steps=self.warmup_steps,
             cycle_limit=self.cycle_limit,
+            k_decay=self.k_decay,
         )
 
     def _make_schedule(self, total_steps, steps_per_epoch):
@@ -165,7 +193,9 @@ class SGDR(ScheduleCallback):
                     "Argument `warmup_steps` must be < total_steps. Received: "
                     f"warmup_steps={self.warmup_steps}, total_steps={total_steps}"
                 )
-            first = max(1, round(self.first_cycle_fraction * after_warmup))
+            first = fitted_first_cycle(
+                self.first_cycle_fraction, self.t_mul, after_warmup
+            )
         return self._build(first)
 
     def get_config(self):
@@ -181,6 +211,7 @@ class SGDR(ScheduleCallback):
                 "min_lr": self.min_lr,
                 "warmup_steps": self.warmup_steps,
                 "cycle_limit": self.cycle_limit,
+                "k_decay": self.k_decay,
             }
         )
         return config

@@ -24,6 +24,8 @@ from keras_tricks.callbacks.reduce_lr_on_plateau import (
 )
 
 _ALIGNMENTS = ("aligned", "literal")
+# Arguments of ReduceLROnPlateau that this callback has no use for.
+_REDUCE_LR_ONLY = frozenset({"min_delta_mode", "smoothing"})
 _THRESHOLD_MODES = ("abs", "rel")
 
 
@@ -83,7 +85,7 @@ class PlateauRule:
         _monitor._check_number("beta", beta, low=0, high=1, high_open=True)
         _monitor._check_number("growth", growth, low=1)
         _monitor._check_choice("window_alignment", alignment, _ALIGNMENTS)
-        _monitor._check_int("cooldown", cooldown)
+        cooldown = _monitor._check_int("cooldown", cooldown)
         self.initial_window = float(window)
         self.threshold = float(threshold)
         self.threshold_mode = threshold_mode
@@ -262,19 +264,38 @@ class SmartReduceLROnPlateau(_monitor.MonitorCallback):
         window_alignment="aligned",
         **kwargs,
     ):
+        if kwargs:
+            # A typo or an argument of the other plateau callback would
+            # otherwise be ignored without a word.
+            others = sorted(set(kwargs) & _REDUCE_LR_ONLY)
+            hint = (
+                f" {others} belong to keras_tricks.callbacks.ReduceLROnPlateau."
+                if others
+                else ""
+            )
+            shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+            raise TypeError(
+                "SmartReduceLROnPlateau got unexpected keyword argument(s) "
+                f"{sorted(kwargs)}.{hint} Received: {shown}"
+            )
         if min_delta is not None and threshold is not None:
             raise ValueError(
                 "Pass either `threshold` or its Keras name `min_delta`, not both. "
                 f"Received: threshold={threshold}, min_delta={min_delta}"
             )
+        if min_delta is not None:
+            min_delta = _monitor._check_number("min_delta", min_delta)
+        if threshold is not None:
+            threshold = _monitor._check_number("threshold", threshold, low=0)
+        _monitor._check_number("patience", patience, low=1)
         if threshold is None:
             threshold = 1e-3 if min_delta is None else abs(min_delta)
         super().__init__(monitor, mode, min_delta=threshold)
-        if not isinstance(factor, (int, float)) or not 0.0 < factor < 1.0:
+        if not _monitor._is_real(factor) or not 0.0 < factor < 1.0:
             raise ValueError(
-                f"Argument `factor` must be in (0, 1). Received: factor={factor}"
+                f"Argument `factor` must be in (0, 1). Received: factor={factor!r}"
             )
-        _monitor._check_number("min_lr", min_lr, low=0)
+        min_lr = _monitor._check_number("min_lr", min_lr, low=0)
         self.rule = PlateauRule(
             window=patience,
             threshold=threshold,
@@ -341,7 +362,7 @@ class SmartReduceLROnPlateau(_monitor.MonitorCallback):
                 new_lr = changed[0][1]
                 self.reductions.append((epoch, new_lr))
                 if self.verbose > 0:
-                    print(
+                    _monitor.print_msg(
                         f"\nEpoch {epoch + 1}: SmartReduceLROnPlateau reducing "
                         f"learning rate to {new_lr} (mean residual "
                         f"{self.rule.last_statistic:.3g} <= "

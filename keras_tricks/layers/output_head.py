@@ -1,5 +1,7 @@
 """A Dense output layer that starts at the label prior and computes in float32."""
 
+import numbers
+
 import keras
 import numpy as np
 
@@ -67,6 +69,17 @@ class OutputHead(keras.layers.Dense):
         dtype="float32",
         **kwargs,
     ):
+        if units is not None:
+            if (
+                isinstance(units, bool)
+                or not isinstance(units, numbers.Integral)
+                or units < 1
+            ):
+                raise ValueError(
+                    "Argument `units` must be a positive integer or None. "
+                    f"Received: units={units!r}"
+                )
+            units = int(units)
         if prior is not None and bias is not None:
             raise ValueError(
                 "Arguments `prior` and `bias` cannot both be given. "

@@ -6,6 +6,7 @@ from keras_tricks.optimizers.gradient_accumulation import GradientAccumulation
 from keras_tricks.optimizers.gradient_centralization import (
     GradientCentralization,
     centralize_gradients,
+    fan_in_axes,
 )
 from keras_tricks.optimizers.lars import LARS
 from keras_tricks.optimizers.lookahead import Lookahead
@@ -22,4 +23,5 @@ __all__ = [
     "RAdam",
     "TrustRatio",
     "centralize_gradients",
+    "fan_in_axes",
 ]

@@ -10,6 +10,7 @@ times too fast.
 """
 
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -107,6 +108,11 @@ class GradientAccumulation(OptimizerWrapper):
         skip_nonfinite: Bool. Drop a micro-batch whose gradient holds a NaN or
             an infinity instead of poisoning the window; the window then waits
             for another micro-batch. Defaults to `False`.
+        use_grad_mean: Bool. Apply the mean of the window's gradients
+            (`True`) or their sum (`False`, optax `MultiSteps(use_grad_mean=
+            False)`: the update of a loss summed over the micro-batches).
+            With `batch_size`/`num_samples` the sum is the sample-weighted
+            mean times the number of micro-batches. Defaults to `True`.
         name: Optional name of the wrapper.
 
     Example:
@@ -131,10 +137,15 @@ class GradientAccumulation(OptimizerWrapper):
         num_samples=None,
         skip_nonfinite=False,
         name=None,
+        use_grad_mean=True,
         **kwargs,
     ):
         super().__init__(optimizer, name=name, **kwargs)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        if (
+            isinstance(steps, bool)
+            or not isinstance(steps, numbers.Integral)
+            or steps < 1
+        ):
             raise ValueError(
                 "Argument `steps` of GradientAccumulation must be an int >= 1. "
                 f"Received: steps={steps!r}"
@@ -147,7 +158,9 @@ class GradientAccumulation(OptimizerWrapper):
             )
         for arg, value in (("batch_size", batch_size), ("num_samples", num_samples)):
             if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Integral)
+                or value < 1
             ):
                 raise ValueError(
                     f"Argument `{arg}` of GradientAccumulation must be an int "
@@ -158,10 +171,16 @@ class GradientAccumulation(OptimizerWrapper):
                 "Argument `skip_nonfinite` of GradientAccumulation must be a "
                 f"bool. Received: skip_nonfinite={skip_nonfinite!r}"
             )
-        self.steps = steps
-        self.batch_size = batch_size
-        self.num_samples = num_samples
+        self.steps = int(steps)
+        self.batch_size = None if batch_size is None else int(batch_size)
+        self.num_samples = None if num_samples is None else int(num_samples)
         self.skip_nonfinite = skip_nonfinite
+        if not isinstance(use_grad_mean, bool):
+            raise ValueError(
+                "Argument `use_grad_mean` of GradientAccumulation must be a "
+                f"bool. Received: use_grad_mean={use_grad_mean!r}"
+            )
+        self.use_grad_mean = use_grad_mean
 
     @property
     def accumulation_steps(self):
@@ -243,15 +262,18 @@ class GradientAccumulation(OptimizerWrapper):
         new_weight = ops.add(weight, ops.where(accept, w, ops.zeros_like(w)))
         return new_acc, ops.add(micro_steps, 1), new_count, new_weight
 
-    def _mean_grads(self, acc_values, weight, grads, variables):
+    def _mean_grads(self, acc_values, weight, grads, variables, count=None):
         out = []
         for acc, g, v in zip(acc_values, grads, variables, strict=False):
             if g is None:
                 out.append(None)
-            else:
-                out.append(
-                    ops.cast(ops.divide(acc, ops.cast(weight, acc.dtype)), v.dtype)
-                )
+                continue
+            value = ops.divide(acc, ops.cast(weight, acc.dtype))
+            if not self.use_grad_mean:
+                # The sum over the window's micro-batches (optax's
+                # use_grad_mean=False): the mean times their number.
+                value = ops.multiply(value, ops.cast(count, acc.dtype))
+            out.append(ops.cast(value, v.dtype))
         return out
 
     # --- TensorFlow / PyTorch: assign in place ----------------------------
@@ -284,6 +306,7 @@ class GradientAccumulation(OptimizerWrapper):
             self.window_weight.value,
             [True if m else None for m in mask],
             trainable_variables,
+            self.window_count.value,
         )
         self.inner_optimizer.apply(mean, trainable_variables)
         for a in accs:
@@ -308,7 +331,9 @@ class GradientAccumulation(OptimizerWrapper):
         )
 
         def update():
-            mean = self._mean_grads(new_acc, weight, grads, self._trainable_variables)
+            mean = self._mean_grads(
+                new_acc, weight, grads, self._trainable_variables, count
+            )
             new_trainable, new_inner = self.inner_optimizer.stateless_apply(
                 inner_values, mean, trainable_values
             )
@@ -363,6 +388,7 @@ class GradientAccumulation(OptimizerWrapper):
                 "batch_size": self.batch_size,
                 "num_samples": self.num_samples,
                 "skip_nonfinite": self.skip_nonfinite,
+                "use_grad_mean": self.use_grad_mean,
             }
         )
         return config

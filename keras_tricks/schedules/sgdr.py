@@ -1,11 +1,16 @@
-"""Cosine annealing with warm restarts (SGDR), stateless and closed-form."""
+"""Cosine annealing with warm restarts (SGDR), stateless."""
 
 import math
 
 import keras
+import numpy as np
 
 from keras_tricks.schedules import _primitives as P
 from keras_tricks.schedules._ops import ops
+
+# Cycles are tabled up to this step (float32 steps are not exact past 2**24).
+_LAST_STEP = 2.0**31
+_MAX_CYCLES = 100_000
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
@@ -18,13 +23,25 @@ class SGDR(keras.optimizers.schedules.LearningRateSchedule):
 
     `lr = min_lr + (max_lr * m_mul**i - min_lr) / 2 * (1 + cos(pi * T_cur / T_i))`
 
-    where `T_cur` is the number of steps since cycle `i` began. The cycle index
-    is computed in closed form from the step (also for a non-integer `t_mul`),
-    so the schedule has no state and a resumed run sees the same LR.
+    where `T_cur` is the number of steps since cycle `i` began. The schedule
+    has no state: a resumed run sees the same LR. For `t_mul != 1` the cycle
+    boundaries are computed once, in float64, when the schedule is made, so a
+    restart happens at the first optimizer step at or past the exact boundary
+    (float32 `log`/`exp` in the step would put it a step early or late near
+    step 1e5); the step finds its cycle in that table (`searchsorted`).
+
+    **k-decay** (timm's `k_decay`, Zhang & Li, 2021): with `k_decay=k` the
+    cosine runs on `T_cur**k / T_i**k` instead of `T_cur / T_i`; `k > 1` keeps
+    the LR high for longer, `k < 1` drops it sooner.
 
     With an integer `t_mul`, `m_mul=1`, no warmup and no cycle limit, it equals
     `torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(T_0=first_cycle_steps,
-    T_mult=t_mul, eta_min=min_lr)` stepped once per optimizer update.
+    T_mult=t_mul, eta_min=min_lr)` stepped once per optimizer update. It equals
+    Keras's `CosineDecayRestarts(max_lr, first_cycle_steps, t_mul, m_mul,
+    alpha)` with `min_lr = alpha * max_lr` only when `m_mul == 1` or
+    `alpha == 0`: Keras decays the peak as `(1 - alpha) * m_mul**i + alpha`
+    (times `max_lr`), which keeps the floor under a decaying peak, while here
+    the peak is `max_lr * m_mul**i` (timm's `cycle_decay`).
 
     **Warmup.** With `warmup_steps > 0` the LR first rises linearly from
     `min_lr` to `max_lr` over `warmup_steps` steps, then the restarts begin.
@@ -36,8 +53,10 @@ class SGDR(keras.optimizers.schedules.LearningRateSchedule):
 
     Args:
         max_lr: float. Peak learning rate of the first cycle.
-        first_cycle_steps: int. Length of the first cycle in steps (PyTorch's
-            `T_0`, Keras's `first_decay_steps`, timm's `t_initial`).
+        first_cycle_steps: int (or float > 0). Length of the first cycle in
+            steps (PyTorch's `T_0`, Keras's `first_decay_steps`, timm's
+            `t_initial`). A fraction puts the restarts between steps: the
+            `SGDR` callback uses one to end the last cycle with the training.
         t_mul: float > 0. Each cycle is `t_mul` times longer than the one
             before (PyTorch's `T_mult`, timm's `cycle_mul`). Defaults to `1.0`.
         m_mul: float > 0. Each cycle's peak is `m_mul` times the one before
@@ -48,6 +67,8 @@ class SGDR(keras.optimizers.schedules.LearningRateSchedule):
             it). Defaults to `0`.
         cycle_limit: int or None. Number of cycles after which the LR holds
             `min_lr`; `None` restarts forever. Defaults to `None`.
+        k_decay: float > 0. timm's `k_decay`: the cosine of each cycle runs
+            on `(T_cur / T_i)**k_decay`. Defaults to `1.0` (plain SGDR).
 
     Example:
 
@@ -73,12 +94,14 @@ class SGDR(keras.optimizers.schedules.LearningRateSchedule):
         min_lr=0.0,
         warmup_steps=0,
         cycle_limit=None,
+        k_decay=1.0,
     ):
         super().__init__()
         self.max_lr = P.check_number("max_lr", max_lr, gt=0.0)
-        self.first_cycle_steps = P.check_int(
-            "first_cycle_steps", first_cycle_steps, gt=0
-        )
+        first = P.check_number("first_cycle_steps", first_cycle_steps, gt=0.0)
+        # An integer stays an int in the config (the common case); a fraction
+        # of a step is allowed (the SGDR callback fits its cycles to the run).
+        self.first_cycle_steps = int(first) if first.is_integer() else first
         self.t_mul = P.check_number("t_mul", t_mul, gt=0.0)
         self.m_mul = P.check_number("m_mul", m_mul, gt=0.0)
         self.min_lr = P.check_number("min_lr", min_lr, ge=0.0)
@@ -87,64 +110,93 @@ class SGDR(keras.optimizers.schedules.LearningRateSchedule):
         if cycle_limit is not None:
             cycle_limit = P.check_int("cycle_limit", cycle_limit, gt=0)
         self.cycle_limit = cycle_limit
-        # With an integer T_0 and t_mul every cycle starts at an integer step;
-        # rounding keeps the float32 boundaries exact (no off-by-one restart).
-        self._integral = self.t_mul.is_integer()
+        self.k_decay = P.check_number("k_decay", k_decay, gt=0.0)
+        self._firsts, self._starts, self._peaks, self._horizon = self._tables()
 
-    def _cycle_start(self, i):
-        """Step (after warmup) at which cycle `i` begins; `i` a float tensor."""
+    def _tables(self):
+        """Per cycle: its first integer step, its start and its peak; or None.
+
+        Computed in float64 on the host. float32 `exp`/`log` put a restart up
+        to ~0.1 step off near step 1e5 (`t_mul=1.5`), and no tolerance tells a
+        true integer boundary from one 0.002 step past it. A boundary is
+        snapped only where it is an integer to 1e-9 relative; a step belongs
+        to cycle `i` from the first integer step at or after the cycle's start
+        (`ceil`, exact in float32), whatever float32 makes of the start
+        itself. `t_mul == 1` needs no table (`i * T_0` is exact) and runs in
+        closed form.
+        """
         t0, t_mul = float(self.first_cycle_steps), self.t_mul
         if t_mul == 1.0:
-            return ops.multiply(i, t0)
-        grown = ops.exp(ops.multiply(i, math.log(t_mul)))
-        start = ops.divide(ops.multiply(ops.subtract(grown, 1.0), t0), t_mul - 1.0)
-        nearest = ops.round(start)
-        if self._integral:
-            return nearest
-        # A restart that falls on an integer step (t_mul=1.5, T_0=8: steps 8,
-        # 20, 38, 65) must happen at that step, not one step late because
-        # float32 gave 65.00001: snap boundaries within a few ulps of an integer.
-        tolerance = ops.add(1e-4, ops.multiply(1e-6, ops.abs(start)))
-        close = ops.less_equal(ops.abs(ops.subtract(start, nearest)), tolerance)
-        return ops.where(close, nearest, start)
-
-    def _cycle_span_total(self):
-        """Steps (after warmup) before the LR holds `min_lr`, or None."""
-        t0, t_mul = float(self.first_cycle_steps), self.t_mul
-        if self.cycle_limit is not None:
-            n = self.cycle_limit
-            return t0 * n if t_mul == 1.0 else t0 * (t_mul**n - 1.0) / (t_mul - 1.0)
-        if t_mul < 1.0:
-            # Ever shorter cycles add up to a finite time.
-            return t0 / (1.0 - t_mul)
-        return None
+            horizon = None if self.cycle_limit is None else t0 * self.cycle_limit
+            return None, None, None, horizon
+        starts, length = [0.0], t0
+        limit = self.cycle_limit if self.cycle_limit is not None else _MAX_CYCLES
+        while len(starts) <= limit:
+            end = starts[-1] + length
+            if t_mul > 1.0 and starts[-1] > _LAST_STEP:
+                break
+            # Ever shorter cycles (t_mul < 1): stop once all that are left add
+            # up to less than a thousandth of a step; `min_lr` from there.
+            if t_mul < 1.0 and length / (1.0 - t_mul) < 1e-3:
+                break
+            starts.append(end)
+            length *= t_mul
+        if len(starts) > _MAX_CYCLES:
+            raise ValueError(
+                "Argument `t_mul` is so close to 1 that the cycles before step "
+                f"{_LAST_STEP:.0e} number more than {_MAX_CYCLES}; use t_mul=1.0. "
+                f"Received: t_mul={self.t_mul!r}, "
+                f"first_cycle_steps={self.first_cycle_steps!r}"
+            )
+        starts = np.asarray(starts, dtype="float64")
+        nearest = np.round(starts)
+        snap = np.abs(starts - nearest) <= 1e-9 * np.maximum(1.0, starts)
+        starts = np.where(snap, nearest, starts)
+        peaks = self.max_lr * self.m_mul ** np.arange(len(starts), dtype="float64")
+        bounded = self.cycle_limit is not None or t_mul < 1.0
+        horizon = float(np.ceil(starts[-1])) if bounded else None
+        firsts = np.ceil(starts).astype("float32")
+        return firsts, starts.astype("float32"), peaks.astype("float32"), horizon
 
     def __call__(self, step):
         step = P.as_step(step)
         t = ops.maximum(ops.subtract(step, float(self.warmup_steps)), 0.0)
-        t0, t_mul = float(self.first_cycle_steps), self.t_mul
-        horizon = self._cycle_span_total()
-        if horizon is not None:
-            t = ops.minimum(t, horizon)
-
-        if t_mul == 1.0:
+        if self._starts is None:
+            t0 = float(self.first_cycle_steps)
+            if self._horizon is not None:
+                t = ops.minimum(t, self._horizon)
             i = ops.floor(ops.divide(t, t0))
+            start = ops.multiply(i, t0)
+            length = ops.subtract(ops.multiply(i + 1.0, t0), start)
+            peak = ops.multiply(
+                self.max_lr, ops.exp(ops.multiply(i, math.log(self.m_mul)))
+            )
         else:
-            arg = ops.add(1.0, ops.multiply(ops.divide(t, t0), t_mul - 1.0))
-            arg = ops.maximum(arg, 1e-30)
-            i = ops.floor(ops.divide(ops.log(arg), math.log(t_mul)))
-            i = ops.maximum(i, 0.0)
-        # float32 log/exp can miss a boundary by one cycle: correct both ways.
-        i = ops.where(ops.less(t, self._cycle_start(i)), ops.maximum(i - 1.0, 0.0), i)
-        i = ops.where(ops.greater_equal(t, self._cycle_start(i + 1.0)), i + 1.0, i)
-
-        start = self._cycle_start(i)
-        length = ops.subtract(self._cycle_start(i + 1.0), start)
+            starts = ops.convert_to_tensor(self._starts)
+            firsts = ops.convert_to_tensor(self._firsts)
+            shape = ops.shape(t)
+            flat = ops.reshape(t, (-1,))
+            # The last table entry ends the last cycle: index at most n - 2.
+            last = len(self._starts) - 2
+            # An integer step (the optimizer's) is placed by the cycles' first
+            # integer steps, exactly; a fractional one (a plot) by the starts.
+            whole = ops.equal(flat, ops.floor(flat))
+            i = ops.where(
+                whole,
+                ops.searchsorted(firsts, flat, side="right"),
+                ops.searchsorted(starts, flat, side="right"),
+            )
+            i = ops.clip(ops.subtract(ops.cast(i, "int32"), 1), 0, last)
+            start = ops.reshape(ops.take(starts, i), shape)
+            length = ops.subtract(ops.reshape(ops.take(starts, i + 1), shape), start)
+            peak = ops.reshape(ops.take(ops.convert_to_tensor(self._peaks), i), shape)
         pct = ops.clip(ops.divide(ops.subtract(t, start), length), 0.0, 1.0)
-        peak = ops.multiply(self.max_lr, ops.exp(ops.multiply(i, math.log(self.m_mul))))
+        if self.k_decay != 1.0:
+            # timm's k-decay: cos(pi * t**k / T**k), the same as pct**k.
+            pct = ops.power(pct, self.k_decay)
         lr = P.cosine(peak, self.min_lr, pct)
-        if horizon is not None:
-            lr = ops.where(ops.greater_equal(t, horizon), self.min_lr, lr)
+        if self._horizon is not None:
+            lr = ops.where(ops.greater_equal(t, self._horizon), self.min_lr, lr)
 
         if self.warmup_steps > 0:
             warm = P.join(
@@ -209,4 +261,5 @@ class SGDR(keras.optimizers.schedules.LearningRateSchedule):
             "min_lr": self.min_lr,
             "warmup_steps": self.warmup_steps,
             "cycle_limit": self.cycle_limit,
+            "k_decay": self.k_decay,
         }

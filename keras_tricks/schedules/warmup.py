@@ -1,6 +1,7 @@
 """Warmup schedules: linear warmup followed by cosine, linear or constant LR."""
 
 import keras
+from keras import ops
 
 from keras_tricks.schedules import _primitives as P
 
@@ -27,8 +28,8 @@ class _WarmupThenDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.peak_lr = P.check_number("peak_lr", peak_lr, gt=0.0)
         self.total_steps = P.check_int("total_steps", total_steps, gt=0)
         self.warmup_steps = P.check_int("warmup_steps", warmup_steps, ge=0)
-        self.warmup_ratio = None if warmup_ratio is None else float(warmup_ratio)
         self._warmup = P.resolve_warmup(warmup_steps, warmup_ratio, self.total_steps)
+        self.warmup_ratio = None if warmup_ratio is None else float(warmup_ratio)
         self.initial_lr = P.check_number("initial_lr", initial_lr, ge=0.0)
         self.final_lr = P.check_number("final_lr", final_lr, ge=0.0)
         P.check_order("initial_lr", self.initial_lr, "peak_lr", self.peak_lr)
@@ -81,6 +82,9 @@ class WarmupCosine(_WarmupThenDecay):
             the warmup lasts `ceil(warmup_ratio * total_steps)` steps (the
             rounding of Hugging Face `transformers`). Give one of the two, not
             both. Defaults to `None`.
+        k_decay: float > 0. timm's `k_decay`: the cosine runs on
+            `((step - W) / (total_steps - W))**k_decay`; above 1 the LR stays
+            high for longer. Defaults to `1.0` (plain cosine).
 
     Example:
 
@@ -95,6 +99,43 @@ class WarmupCosine(_WarmupThenDecay):
     """
 
     _decay = "cos"
+
+    def __init__(
+        self,
+        peak_lr,
+        total_steps,
+        warmup_steps=0,
+        initial_lr=0.0,
+        final_lr=0.0,
+        warmup_ratio=None,
+        k_decay=1.0,
+    ):
+        super().__init__(
+            peak_lr,
+            total_steps,
+            warmup_steps=warmup_steps,
+            initial_lr=initial_lr,
+            final_lr=final_lr,
+            warmup_ratio=warmup_ratio,
+        )
+        self.k_decay = P.check_number("k_decay", k_decay, gt=0.0)
+
+    def __call__(self, step):
+        if self.k_decay == 1.0:
+            return super().__call__(step)
+        step = P.as_step(step, upper=self.total_steps)
+        warmup, total = float(self._warmup), float(self.total_steps)
+        pct = ops.clip(ops.divide(ops.subtract(step, warmup), total - warmup), 0.0, 1.0)
+        lr = P.cosine(self.peak_lr, self.final_lr, ops.power(pct, self.k_decay))
+        if self._warmup > 0:
+            warm = P.join(step, [warmup], [("linear", self.initial_lr, self.peak_lr)])
+            lr = ops.where(ops.less_equal(step, warmup), warm, lr)
+        return ops.cast(lr, "float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config["k_decay"] = self.k_decay
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
