@@ -380,6 +380,13 @@ def test_swa_lr_phase_runs_through_the_control_core():
     np.testing.assert_allclose(rec.lr, expected, rtol=1e-5)
     assert _control.current_lr(model.optimizer) == pytest.approx(0.1)
     assert swa.n_averaged == 2
+    again = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(want)
+    )
+    assert again.get_config() == want.get_config()
+    assert ktc.StochasticWeightAveraging.from_config(swa.get_config()).get_config() == (
+        swa.get_config()
+    )
 
     # Over a OneCycle callback: the schedule runs until the SWA phase.
     model = _model(keras.optimizers.SGD(0.1, momentum=0.9))

@@ -33,8 +33,8 @@ __all__ = [
     "ReduceLROnPlateau",
     "SGDR",
     "SmartReduceLROnPlateau",
-    "TrainingDiagnosis",
-    "WarmupCosine",
     "SnapshotEnsemble",
     "StochasticWeightAveraging",
+    "TrainingDiagnosis",
+    "WarmupCosine",
 ]

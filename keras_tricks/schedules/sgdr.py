@@ -238,7 +238,9 @@ class SGDR(keras.optimizers.schedules.LearningRateSchedule):
             else:
                 start = t0 * (t_mul**n - 1.0) / (t_mul - 1.0)
             nearest = round(start)
-            if self._integral or abs(start - nearest) <= 1e-4 + 1e-6 * abs(start):
+            # The snap of `_tables`: an integer to 1e-9 relative, else the
+            # first integer step at or after the boundary.
+            if abs(start - nearest) <= 1e-9 * max(1.0, abs(start)):
                 end = int(nearest)
             else:
                 # The first integer step at or after a fractional boundary.
