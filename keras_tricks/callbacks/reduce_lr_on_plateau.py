@@ -9,7 +9,7 @@ from keras_tricks.callbacks import _monitor
 
 
 def _lr_of(optimizer):
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    return _control.current_lr(optimizer, host=True)
 
 
 def log_learning_rates(model, logs):
