@@ -92,3 +92,14 @@ def test_optimizers_benchmark_quick_mode_runs():
     assert memory, out
     # The memory row: the 8-bit state is about a quarter of AdamW's.
     assert float(memory[0].split("|")[4]) <= 0.27, memory[0]
+
+
+@pytest.mark.slow
+@pytest.mark.backends("jax")
+def test_fit_cost_benchmark_quick_mode_runs():
+    out = _run("fit_cost.py", "jax")
+    rows = [line for line in out.splitlines() if line.startswith("| jax |")]
+    assert len(rows) == 4, out  # three configurations and the table cost
+    # The refit and the plain fit after it trace nothing.
+    for row in rows[:3]:
+        assert row.rstrip(" |").endswith(", 0, 0"), row
