@@ -451,13 +451,7 @@ def _lr_property():
                 f"{current} now, which cannot be rescaled to the value "
                 f"written. Received: learning_rate={value}"
             )
-        ratio = value / current
-        if state.lr_on and has_var:
-            self._learning_rate.assign(float(self._learning_rate.numpy()) * ratio)
-        elif state.lr_on:
-            state.scale.assign(float(state.scale.numpy()) * ratio)
-        else:
-            state.own_scale.assign(float(state.own_scale.numpy()) * ratio)
+        _rescale(self, state, value / current)
 
     return property(getter, setter, doc=base.__doc__)
 
@@ -968,15 +962,21 @@ def multiply_lr(optimizer, factor, min_lr=0.0, model=None):
         if not old > floor:
             continue
         new = max(old * factor, float(min_lr))
-        ratio = new / old
-        if has_lr_variable(opt):
-            opt._learning_rate.assign(float(opt._learning_rate.numpy()) * ratio)
-        elif state.lr_on:
-            state.scale.assign(float(state.scale.numpy()) * ratio)
-        else:
-            state.own_scale.assign(float(state.own_scale.numpy()) * ratio)
+        _rescale(opt, state, new / old)
         changed.append((opt, new))
     return changed
+
+
+def _rescale(opt, state, ratio):
+    """Multiply the LR in control by ``ratio`` where it lives: the LR
+    variable (a plain LR, or an installed schedule's scale), `kt_scale`, or
+    `kt_own_scale` (the optimizer's own Keras schedule)."""
+    if has_lr_variable(opt):
+        opt._learning_rate.assign(float(opt._learning_rate.numpy()) * ratio)
+    elif state.lr_on:
+        state.scale.assign(float(state.scale.numpy()) * ratio)
+    else:
+        state.own_scale.assign(float(state.own_scale.numpy()) * ratio)
 
 
 def has_schedule(optimizer):
