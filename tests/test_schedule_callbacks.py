@@ -295,6 +295,34 @@ def test_gradient_accumulation_wrapper_counts_updates():
     assert int(inner.iterations) == epochs * SPE // k
 
 
+@keras.saving.register_keras_serializable(package="keras_tricks_tests")
+def windows_1_2_3_4(updates):
+    return 1 + keras.ops.minimum(updates, 3)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True] if BACKEND == "torch" else [True])
+def test_gradient_accumulation_callable_steps_one_cycle_counts_updates(jit_compile):
+    # Windows of 1, 2, 3, 4 micro-batches: 12 batches complete 4 updates
+    # (after batches 1, 3, 6, 10) and leave 2 in the window: the schedule is
+    # sized to 5 steps (the open window is one more step, as for an int k).
+    inner = keras.optimizers.SGD(0.1, momentum=0.9)
+    model = _model(
+        GradientAccumulation(inner, steps=windows_1_2_3_4), jit_compile=jit_compile
+    )
+    cb = ktc.OneCycle(max_lr=0.05)
+    history, rec = _fit(model, cb, epochs=3)
+    updates_before = [0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4]
+    assert cb.schedule.total_steps == 5
+    schedule = schedules.OneCycle(0.05, 5)
+    np.testing.assert_allclose(rec.lr, _values(schedule, updates_before), rtol=1e-5)
+    assert rec.step == updates_before
+    assert int(inner.iterations) == 4
+    # The LR logged at each epoch end is the next update's.
+    np.testing.assert_allclose(
+        history.history["lr"], _values(schedule, [2, 3, 4]), rtol=1e-5
+    )
+
+
 # --- several fits, resume, save/load -----------------------------------------------
 
 
