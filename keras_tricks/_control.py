@@ -144,12 +144,19 @@ def accumulation_steps(optimizer):
 
     Returns ``(k, "wrapper")`` when a ``GradientAccumulation`` wrapper sits
     above the base optimizer (its inner ``iterations`` already count updates),
+    ``(wrapper, "varying")`` when that wrapper's ``steps`` is a callable of
+    the update count (the batches per update vary: ask the wrapper's
+    ``updates_after`` how many updates a number of batches makes),
     ``(k, "builtin")`` for Keras's ``gradient_accumulation_steps`` (its
-    ``iterations`` count batches), and ``(1, None)`` otherwise.
+    ``iterations`` count batches), and ``(1, None)`` otherwise. In both
+    wrapper cases the program needs no divisor: the base optimizer's
+    ``iterations`` is the wrapper's count of real updates.
     """
     opt = optimizer
     while opt is not None:
         k = getattr(opt, "accumulation_steps", None)
+        if hasattr(opt, "inner_optimizer") and callable(k):
+            return opt, "varying"
         if isinstance(k, int) and k > 1 and hasattr(opt, "inner_optimizer"):
             return k, "wrapper"
         inner = getattr(opt, "inner_optimizer", None)
