@@ -419,3 +419,42 @@ def test_a_non_finite_first_value_is_never_the_best():
     stopper = EarlyStopping(monitor="val_loss", patience=0, check_finite=False)
     assert _run(stopper, [float("nan"), 1.0, 0.5]) == 3
     assert stopper.best == 0.5 and stopper.stop_reason is None
+
+
+def test_a_value_equal_to_a_threshold_does_not_stop():
+    # Lightning's rule: the value must be strictly better than
+    # `stopping_threshold` and strictly worse than `divergence_threshold`.
+    for mode, values, stop_at, diverge_at in (
+        ("min", [1.0, 0.5, 2.0, 0.4, 2.5], 0.5, 2.0),
+        ("max", [0.3, 0.9, 0.1, 0.95, 0.05], 0.9, 0.1),
+    ):
+        stopper = EarlyStopping(
+            monitor="val_loss",
+            mode=mode,
+            patience=10,
+            stopping_threshold=stop_at,
+            divergence_threshold=diverge_at,
+        )
+        # Equal to either threshold at epochs 1 and 2: no stop until epoch 3.
+        assert _run(stopper, values) == 4, mode
+        assert stopper.stop_reason == "stopping_threshold"
+
+
+def test_relative_min_delta_on_negative_values():
+    # min_delta_mode="rel": the margin is min_delta * |best|, also for a
+    # negative best (a log-likelihood, an ELBO): from -10, 10% is 1, so
+    # -10.5 and -9.5 are no improvement in either mode; -11.5 (min) and
+    # -8.5 (max) are.
+    for mode, beyond in (("min", -11.5), ("max", -8.5)):
+        def stopper(mode=mode):
+            return EarlyStopping(
+                monitor="val_loss", mode=mode, patience=5, min_delta=0.1,
+                min_delta_mode="rel",
+            )
+
+        within = stopper()
+        _run(within, [-10.0, -10.5, -9.5])
+        assert within.best == -10.0 and within.best_epoch == 0, mode
+        past = stopper()
+        _run(past, [-10.0, beyond])
+        assert past.best == beyond and past.best_epoch == 1, mode
