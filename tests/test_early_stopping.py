@@ -458,3 +458,19 @@ def test_relative_min_delta_on_negative_values():
         past = stopper()
         _run(past, [-10.0, beyond])
         assert past.best == beyond and past.best_epoch == 1, mode
+
+
+def test_state_round_trip_continues_the_decisions():
+    # What BackupAndRestore saves (get_state, through JSON) and restores
+    # (set_state): the best value and the wait carry on.
+    import json
+
+    first = EarlyStopping(monitor="val_loss", patience=2)
+    _run(first, [1.0, 0.5, 0.7])
+    second = EarlyStopping(monitor="val_loss", patience=2)
+    second.set_model(_DummyModel())
+    second.on_train_begin()
+    second.set_state(json.loads(json.dumps(first.get_state())))
+    assert second.best == 0.5 and second.wait == 1 and second.best_epoch == 1
+    second.on_epoch_end(3, {"val_loss": 0.6})
+    assert second.model.stop_training and second.stop_reason == "patience"

@@ -236,6 +236,13 @@ def test_missing_metric_warns_once_naming_the_available_ones():
     assert len(mine) == 1
     assert "Available metrics are: loss, accuracy" in str(mine[0].message)
     assert "`val_loss`" in str(mine[0].message)
+    # Once per fit: a new fit warns again.
+    cb.on_train_begin()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cb.on_epoch_end(0, {"loss": 1.0})
+    mine = [w for w in caught if issubclass(w.category, UserWarning)]
+    assert len(mine) == 1 and "`val_loss`" in str(mine[0].message)
 
 
 @pytest.mark.parametrize(
