@@ -474,3 +474,20 @@ def test_state_round_trip_continues_the_decisions():
     assert second.best == 0.5 and second.wait == 1 and second.best_epoch == 1
     second.on_epoch_end(3, {"val_loss": 0.6})
     assert second.model.stop_training and second.stop_reason == "patience"
+
+
+def test_restored_best_weights_are_not_kept():
+    # Keras keeps a full copy of the weights at every improvement; once they
+    # are restored at the end of fit the copy is dropped.
+    stopper = EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
+    _run(stopper, [1.0, 0.5, 0.7, 0.8])
+    assert stopper.model.weights == 1  # the best epoch's
+    assert stopper.best_weights is None and stopper.get_state_arrays() is None
+
+
+def test_a_negative_min_delta_is_its_magnitude():
+    # As in Keras: min_delta=-0.1 is a margin of 0.1, not a handicap.
+    stopper = EarlyStopping(monitor="val_loss", patience=5, min_delta=-0.1)
+    assert stopper.min_delta == 0.1
+    _run(stopper, [1.0, 0.95])
+    assert stopper.best == 1.0 and stopper.wait == 1
