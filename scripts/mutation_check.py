@@ -10,6 +10,15 @@ text is not found exactly once is reported as "stale" (the code moved).
     python scripts/mutation_check.py A1 E5 L3        # some of them
     python scripts/mutation_check.py --list          # the table only
 
+Last run (2026-12-03, jax, in-process): every mutant below killed except
+three equivalent ones: L8 (the 30% target is 0.3*D below the top of the drop
+and 0.7*D above its bottom, so the bottom is never the nearest point), P3
+(every `join` in the package is continuous at its boundaries, so a boundary
+step has the same value in either piece) and R1 (`wait` is 0 whenever the
+cooldown counter is positive: a reduction sets both, and a bad epoch in
+cooldown does not count). A7, R9, P6, P7, P8 (argument validation) were not
+run: `tests/test_bad_input.py` covers them.
+
 Runs on JAX by default (`--backend` to change); about 1-3 minutes a mutant on
 a shared 2-core machine. Not part of the test suite.
 """
