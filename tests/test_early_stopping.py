@@ -419,3 +419,75 @@ def test_a_non_finite_first_value_is_never_the_best():
     stopper = EarlyStopping(monitor="val_loss", patience=0, check_finite=False)
     assert _run(stopper, [float("nan"), 1.0, 0.5]) == 3
     assert stopper.best == 0.5 and stopper.stop_reason is None
+
+
+def test_a_value_equal_to_a_threshold_does_not_stop():
+    # Lightning's rule: the value must be strictly better than
+    # `stopping_threshold` and strictly worse than `divergence_threshold`.
+    for mode, values, stop_at, diverge_at in (
+        ("min", [1.0, 0.5, 2.0, 0.4, 2.5], 0.5, 2.0),
+        ("max", [0.3, 0.9, 0.1, 0.95, 0.05], 0.9, 0.1),
+    ):
+        stopper = EarlyStopping(
+            monitor="val_loss",
+            mode=mode,
+            patience=10,
+            stopping_threshold=stop_at,
+            divergence_threshold=diverge_at,
+        )
+        # Equal to either threshold at epochs 1 and 2: no stop until epoch 3.
+        assert _run(stopper, values) == 4, mode
+        assert stopper.stop_reason == "stopping_threshold"
+
+
+def test_relative_min_delta_on_negative_values():
+    # min_delta_mode="rel": the margin is min_delta * |best|, also for a
+    # negative best (a log-likelihood, an ELBO): from -10, 10% is 1, so
+    # -10.5 and -9.5 are no improvement in either mode; -11.5 (min) and
+    # -8.5 (max) are.
+    for mode, beyond in (("min", -11.5), ("max", -8.5)):
+        def stopper(mode=mode):
+            return EarlyStopping(
+                monitor="val_loss", mode=mode, patience=5, min_delta=0.1,
+                min_delta_mode="rel",
+            )
+
+        within = stopper()
+        _run(within, [-10.0, -10.5, -9.5])
+        assert within.best == -10.0 and within.best_epoch == 0, mode
+        past = stopper()
+        _run(past, [-10.0, beyond])
+        assert past.best == beyond and past.best_epoch == 1, mode
+
+
+def test_state_round_trip_continues_the_decisions():
+    # What BackupAndRestore saves (get_state, through JSON) and restores
+    # (set_state): the best value and the wait carry on.
+    import json
+
+    first = EarlyStopping(monitor="val_loss", patience=2)
+    _run(first, [1.0, 0.5, 0.7])
+    second = EarlyStopping(monitor="val_loss", patience=2)
+    second.set_model(_DummyModel())
+    second.on_train_begin()
+    second.set_state(json.loads(json.dumps(first.get_state())))
+    assert second.best == 0.5 and second.wait == 1 and second.best_epoch == 1
+    second.on_epoch_end(3, {"val_loss": 0.6})
+    assert second.model.stop_training and second.stop_reason == "patience"
+
+
+def test_restored_best_weights_are_not_kept():
+    # Keras keeps a full copy of the weights at every improvement; once they
+    # are restored at the end of fit the copy is dropped.
+    stopper = EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
+    _run(stopper, [1.0, 0.5, 0.7, 0.8])
+    assert stopper.model.weights == 1  # the best epoch's
+    assert stopper.best_weights is None and stopper.get_state_arrays() is None
+
+
+def test_a_negative_min_delta_is_its_magnitude():
+    # As in Keras: min_delta=-0.1 is a margin of 0.1, not a handicap.
+    stopper = EarlyStopping(monitor="val_loss", patience=5, min_delta=-0.1)
+    assert stopper.min_delta == 0.1
+    _run(stopper, [1.0, 0.95])
+    assert stopper.best == 1.0 and stopper.wait == 1

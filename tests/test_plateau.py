@@ -85,6 +85,30 @@ def test_literal_alignment_matches_the_pseudo_code():
     assert slow == _reference_rule(fallen) and slow[0] > 100
 
 
+def test_literal_alignment_divides_by_the_window_not_the_epochs_summed():
+    # A plateau at epoch 16 grows the window to 24; the literal check comes
+    # at epoch 24 after only 8 epochs were summed, and divides by 24 (the
+    # pseudo-code's `s / P`), which here decides the plateau.
+    trace = np.concatenate([np.ones(16), 1.0 + 5e-4 * np.arange(1, 9)])
+    beta, avg, residual = 0.98, 0.0, 0.0
+    for n, value in enumerate(trace, start=1):
+        avg = beta * avg + (1 - beta) * value
+        if n > 16:
+            residual += value - avg / (1 - beta**n)
+    assert abs(residual) / 24 <= 1e-3 < abs(residual) / 8
+    rule = PlateauRule(alignment="literal")
+    assert _fire_epochs(rule, trace) == [15, 23]
+    assert rule.last_statistic == pytest.approx(abs(residual) / 24, rel=1e-9)
+
+
+def test_a_statistic_equal_to_the_threshold_is_a_plateau():
+    # A perfectly flat curve has residuals of exactly 0: `<= threshold`
+    # declares the plateau even with threshold=0, as the pseudo-code does.
+    rule = PlateauRule(window=2, threshold=0.0, growth=1.0)
+    assert _fire_epochs(rule, np.zeros(4)) == [1, 3]
+    assert rule.last_statistic == 0.0
+
+
 def test_relative_threshold_is_scale_free():
     trace = _noisy_plateau(30, level=0.5, sigma=1e-3)
     assert _fire_epochs(PlateauRule(), 1000 * trace) == []
@@ -212,6 +236,13 @@ def test_missing_metric_warns_once_naming_the_available_ones():
     assert len(mine) == 1
     assert "Available metrics are: loss, accuracy" in str(mine[0].message)
     assert "`val_loss`" in str(mine[0].message)
+    # Once per fit: a new fit warns again.
+    cb.on_train_begin()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cb.on_epoch_end(0, {"loss": 1.0})
+    mine = [w for w in caught if issubclass(w.category, UserWarning)]
+    assert len(mine) == 1 and "`val_loss`" in str(mine[0].message)
 
 
 @pytest.mark.parametrize(
@@ -315,6 +346,23 @@ def test_state_reset_across_fit_calls():
     cb.on_train_begin()
     assert cb.best is None and cb.wait == 0 and cb.cooldown_counter == 0
     assert cb._ema_count == 0
+
+
+def test_a_nan_epoch_is_a_bad_epoch_and_stays_out_of_the_ema():
+    # A NaN is counted as one bad epoch, never as the best value, and it is
+    # kept out of the EMA: a falling curve around it is never reduced.
+    for trace, smoothing in (
+        ([float("nan"), 1.0, 0.9, 0.8, 0.7, 0.6], 0.0),
+        ([1.0, float("nan"), 0.9, 0.8, 0.7, 0.6], 0.5),
+    ):
+        model, _, _ = _keras_case(keras.optimizers.SGD(1.0))
+        cb = ReduceLROnPlateau(monitor="loss", patience=2, smoothing=smoothing)
+        cb.set_model(model)
+        cb.on_train_begin()
+        for epoch, value in enumerate(trace):
+            cb.on_epoch_end(epoch, {"loss": value})
+        assert _lr_value(model) == 1.0, trace
+        assert np.isfinite(cb.best) and cb.wait == 0
 
 
 def test_smoothing_ignores_a_single_spike():

@@ -683,3 +683,20 @@ def test_cyclic_troughs_and_peaks_are_exact_compiled(mode):
             assert value == np.float32(1e-4)
         elif mode == "triangular":
             assert value == np.float32(1e-2)
+
+
+def test_a_negative_step_is_step_zero():
+    # The control core clamps the step it passes, but a schedule called
+    # directly (a user's plot, a LearningRateScheduler) with a negative
+    # step must also give its first value, not a cycle before it.
+    for schedule in (
+        SGDR(0.1, 10, t_mul=2.0, min_lr=1e-3),
+        SGDR(0.1, 10, warmup_steps=3),
+        CyclicLR(1e-3, 1e-2, 4, mode="triangular2"),
+        OneCycle(0.1, 50),
+        WarmupCosine(0.1, 50, warmup_steps=5),
+        WarmupLinear(0.1, 50, warmup_steps=5),
+        WarmupConstant(0.1, 5),
+    ):
+        got = values(schedule, [-7, -1, 0])
+        np.testing.assert_array_equal(got, np.full(3, got[2]), err_msg=repr(schedule))
