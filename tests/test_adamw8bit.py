@@ -65,9 +65,7 @@ def _values(signed, seed=0):
 def test_quantize_is_the_nearest_code(signed):
     codes = dynamic_map(signed)
     x = _values(signed)
-    got = keras.ops.convert_to_numpy(
-        quantize(keras.ops.convert_to_tensor(x), signed)
-    )
+    got = keras.ops.convert_to_numpy(quantize(keras.ops.convert_to_tensor(x), signed))
     expected = nearest_codes(x, codes)
     d_got = np.abs(x - codes[got].astype("float64"))
     d_exp = np.abs(x - codes[expected].astype("float64"))
