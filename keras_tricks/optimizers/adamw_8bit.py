@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_tricks.optimizers._adam_math import check_real, one_minus_power
+from keras_tricks.optimizers._adam_math import AdamFamily
 
 _EXPONENT_BITS = 7  # decades 1e-7..1 (bitsandbytes's max_exponent_bits)
 
@@ -177,7 +177,7 @@ def _blocks(flat, n_blocks, block_size):
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
-class AdamW8bit(keras.optimizers.Optimizer):
+class AdamW8bit(AdamFamily):
     """AdamW with block-wise 8-bit moments (bitsandbytes's `AdamW8bit`).
 
     Adam's two moment tensors take 8 bytes per parameter in float32, twice
@@ -248,8 +248,6 @@ class AdamW8bit(keras.optimizers.Optimizer):
         **kwargs,
     ):
         cls_name = type(self).__name__
-        if weight_decay is not None:
-            weight_decay = check_real(cls_name, "weight_decay", weight_decay, 0.0)
         for arg, value, low in (
             ("block_size", block_size, 1),
             ("min_8bit_size", min_8bit_size, 0),
@@ -265,8 +263,11 @@ class AdamW8bit(keras.optimizers.Optimizer):
                 )
         super().__init__(
             learning_rate=learning_rate,
-            name=name,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
             weight_decay=weight_decay,
+            name=name,
             clipnorm=clipnorm,
             clipvalue=clipvalue,
             global_clipnorm=global_clipnorm,
@@ -277,9 +278,6 @@ class AdamW8bit(keras.optimizers.Optimizer):
             gradient_accumulation_steps=gradient_accumulation_steps,
             **kwargs,
         )
-        self.beta_1 = check_real(cls_name, "beta_1", beta_1, 0.0, 1.0, high_open=True)
-        self.beta_2 = check_real(cls_name, "beta_2", beta_2, 0.0, 1.0, high_open=True)
-        self.epsilon = check_real(cls_name, "epsilon", epsilon, 0.0)
         self.block_size = int(block_size)
         self.min_8bit_size = int(min_8bit_size)
 
@@ -329,11 +327,10 @@ class AdamW8bit(keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, "float32")
-        step = ops.cast(self.iterations + 1, "float32")
+        _, bc1, bc2 = self._bias_corrections("float32")
+        bc2_sqrt = ops.sqrt(bc2)
         beta_1 = ops.cast(self.beta_1, "float32")
         beta_2 = self.beta_2
-        bc1 = one_minus_power(self.beta_1, step, "float32")
-        bc2_sqrt = ops.sqrt(one_minus_power(self.beta_2, step, "float32"))
         state = self._moment_state[self._get_variable_index(variable)]
         g = ops.cast(gradient, "float32")
         if len(state) == 2:
@@ -371,9 +368,6 @@ class AdamW8bit(keras.optimizers.Optimizer):
         config = super().get_config()
         config.update(
             {
-                "beta_1": self.beta_1,
-                "beta_2": self.beta_2,
-                "epsilon": self.epsilon,
                 "block_size": self.block_size,
                 "min_8bit_size": self.min_8bit_size,
             }
