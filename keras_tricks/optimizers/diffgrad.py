@@ -9,11 +9,11 @@ the gradient itself, which made `xi` identically 0.5: half of Adam's step.)
 import keras
 from keras import ops
 
-from keras_tricks.optimizers._adam_math import check_real, one_minus_power
+from keras_tricks.optimizers._adam_math import AdamFamily
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
-class DiffGrad(keras.optimizers.Optimizer):
+class DiffGrad(AdamFamily):
     """diffGrad (Dubey et al. 2019, arXiv 1909.11015).
 
     Adam whose step is scaled, element by element, by a friction coefficient
@@ -69,13 +69,13 @@ class DiffGrad(keras.optimizers.Optimizer):
         name="diffgrad",
         **kwargs,
     ):
-        cls_name = type(self).__name__
-        if weight_decay is not None:
-            weight_decay = check_real(cls_name, "weight_decay", weight_decay, 0.0)
         super().__init__(
             learning_rate=learning_rate,
-            name=name,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
             weight_decay=weight_decay,
+            name=name,
             clipnorm=clipnorm,
             clipvalue=clipvalue,
             global_clipnorm=global_clipnorm,
@@ -86,9 +86,6 @@ class DiffGrad(keras.optimizers.Optimizer):
             gradient_accumulation_steps=gradient_accumulation_steps,
             **kwargs,
         )
-        self.beta_1 = check_real(cls_name, "beta_1", beta_1, 0.0, 1.0, high_open=True)
-        self.beta_2 = check_real(cls_name, "beta_2", beta_2, 0.0, 1.0, high_open=True)
-        self.epsilon = check_real(cls_name, "epsilon", epsilon, 0.0)
 
     def build(self, var_list):
         if self.built:
@@ -106,7 +103,7 @@ class DiffGrad(keras.optimizers.Optimizer):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
-        step = ops.cast(self.iterations + 1, dtype)
+        _, bc1, bc2 = self._bias_corrections(dtype)
         beta_1 = ops.cast(self.beta_1, dtype)
         index = self._get_variable_index(variable)
         m = self._momentums[index]
@@ -119,10 +116,7 @@ class DiffGrad(keras.optimizers.Optimizer):
             ops.multiply(ops.subtract(ops.square(gradient), v), 1.0 - self.beta_2),
         )
         self.assign(previous, gradient)
-        alpha = ops.divide(
-            ops.multiply(lr, ops.sqrt(one_minus_power(self.beta_2, step, dtype))),
-            one_minus_power(self.beta_1, step, dtype),
-        )
+        alpha = ops.divide(ops.multiply(lr, ops.sqrt(bc2)), bc1)
         self.assign_sub(
             variable,
             ops.divide(
@@ -130,14 +124,3 @@ class DiffGrad(keras.optimizers.Optimizer):
                 ops.add(ops.sqrt(v), self.epsilon),
             ),
         )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "beta_1": self.beta_1,
-                "beta_2": self.beta_2,
-                "epsilon": self.epsilon,
-            }
-        )
-        return config

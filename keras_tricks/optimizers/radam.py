@@ -19,11 +19,7 @@ import math
 import keras
 from keras import ops
 
-from keras_tricks.optimizers._adam_math import (
-    check_bool,
-    check_real,
-    one_minus_power,
-)
+from keras_tricks.optimizers._adam_math import AdamFamily, check_bool
 
 
 def _first_rectified_step(beta_2):
@@ -64,7 +60,7 @@ def _g(u):
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
-class RAdam(keras.optimizers.Optimizer):
+class RAdam(AdamFamily):
     """Rectified Adam (Liu et al. 2019, arXiv 1908.03265).
 
     Adam's adaptive learning rate has a large variance early in training,
@@ -119,6 +115,8 @@ class RAdam(keras.optimizers.Optimizer):
     ```
     """
 
+    _beta_2_low_open = True
+
     def __init__(
         self,
         learning_rate=0.001,
@@ -142,12 +140,16 @@ class RAdam(keras.optimizers.Optimizer):
         cls_name = type(self).__name__
         check_bool(cls_name, "decoupled_weight_decay", decoupled_weight_decay)
         check_bool(cls_name, "degenerated_to_sgd", degenerated_to_sgd)
-        if weight_decay is not None:
-            weight_decay = check_real(cls_name, "weight_decay", weight_decay, 0.0)
+        # With `decoupled_weight_decay=False` the decay is L2, added to the
+        # gradient in `update_step` (`self._l2`); Keras's own is decoupled.
         super().__init__(
             learning_rate=learning_rate,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
             name=name,
-            weight_decay=weight_decay if decoupled_weight_decay else None,
             clipnorm=clipnorm,
             clipvalue=clipvalue,
             global_clipnorm=global_clipnorm,
@@ -158,16 +160,8 @@ class RAdam(keras.optimizers.Optimizer):
             gradient_accumulation_steps=gradient_accumulation_steps,
             **kwargs,
         )
-        self.beta_1 = check_real(cls_name, "beta_1", beta_1, 0.0, 1.0, high_open=True)
-        self.beta_2 = check_real(
-            cls_name, "beta_2", beta_2, 0.0, 1.0, low_open=True, high_open=True
-        )
-        self.epsilon = check_real(cls_name, "epsilon", epsilon, 0.0)
         self.decoupled_weight_decay = decoupled_weight_decay
         self.degenerated_to_sgd = degenerated_to_sgd
-        # L2 (coupled) decay is applied in `update_step`; Keras's base class
-        # only knows the decoupled kind.
-        self._l2 = None if decoupled_weight_decay else weight_decay
         c = 1.0 - self.beta_2
         log_beta_2 = math.log1p(-c)
         self._rho_inf = 2.0 / c - 1.0
@@ -202,7 +196,7 @@ class RAdam(keras.optimizers.Optimizer):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
-        step = ops.cast(self.iterations + 1, dtype)
+        step, bc1, bc2 = self._bias_corrections(dtype)
         beta_1 = ops.cast(self.beta_1, dtype)
         m = self._momentums[self._get_variable_index(variable)]
         v = self._velocities[self._get_variable_index(variable)]
@@ -213,7 +207,7 @@ class RAdam(keras.optimizers.Optimizer):
             v,
             ops.multiply(ops.subtract(ops.square(gradient), v), 1.0 - self.beta_2),
         )
-        m_hat = ops.divide(m, one_minus_power(self.beta_1, step, dtype))
+        m_hat = ops.divide(m, bc1)
         fallback = 1.0 if self.degenerated_to_sgd else 0.0
         if self._first_rectified is None:
             scale = ops.cast(fallback, dtype)
@@ -227,7 +221,6 @@ class RAdam(keras.optimizers.Optimizer):
                 )
                 * (rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0)))
             )
-            bc2 = one_minus_power(self.beta_2, step, dtype)
             adaptive = ops.divide(
                 ops.multiply(rect, ops.sqrt(bc2)),
                 ops.add(ops.sqrt(v), self.epsilon),
@@ -240,9 +233,6 @@ class RAdam(keras.optimizers.Optimizer):
         config = super().get_config()
         config.update(
             {
-                "beta_1": self.beta_1,
-                "beta_2": self.beta_2,
-                "epsilon": self.epsilon,
                 "decoupled_weight_decay": self.decoupled_weight_decay,
                 "degenerated_to_sgd": self.degenerated_to_sgd,
             }
