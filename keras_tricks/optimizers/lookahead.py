@@ -130,7 +130,7 @@ class Lookahead(OptimizerWrapper):
         # The count after this step if the inner optimizer updates: a new
         # tensor, read before `apply` increments the counter in place. Not
         # `iterations + 0`: under `torch.compile` inductor drops the `+ 0`,
-        # so that "copy" aliased the counter (the graph break at `ops.cond`
+        # so that "copy" aliased the counter (the graph break at the branch
         # hides the later increment from inductor's aliasing check) and the
         # sync never fired.
         next_iteration = ops.add(iterations.value, 1)
