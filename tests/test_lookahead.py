@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 from _optimizer_reference import (
+    _Trajectory,
     apply_eagerly,
     centralized,
     fit_probe,
@@ -13,6 +14,7 @@ from _optimizer_reference import (
     window_means,
 )
 
+from keras_tricks.callbacks import BackupAndRestore
 from keras_tricks.optimizers import (
     GradientAccumulation,
     GradientCentralization,
@@ -56,6 +58,88 @@ def test_equals_pytorch_optimizer_step_by_step(inner, k, alpha):
     # Lookahead changed the trajectory.
     bare = torch_trajectory(theirs, grads)
     assert np.abs(bare[-1] - expected[-1]).max() > 1e-3
+
+
+def test_fit_with_jit_compile_equals_pytorch_optimizer():
+    # XLA on TensorFlow and JAX, `torch.compile` on PyTorch. There a `+ 0`
+    # copy of the step counter taken before the inner update was compiled
+    # into an alias of the counter: no sync ever fired.
+    grads = gradients(12)
+    model = probe_model(
+        Lookahead(keras.optimizers.Adam(0.05), sync_period=3), jit_compile=True
+    )
+    got = fit_probe(model, grads)
+    expected = torch_trajectory(
+        lambda p: po.Lookahead(torch.optim.Adam(p, lr=0.05), k=3, alpha=0.5), grads
+    )
+    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-5)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise RuntimeError("Interrupted!")
+
+
+class _SlowWeights(keras.callbacks.Callback):
+    """The slow weights when an epoch begins (after a restore, for the first)."""
+
+    def __init__(self):
+        super().__init__()
+        self.at_epoch = {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        slow = getattr(self.model.optimizer, "slow_weights", None)
+        if slow is None:  # not built yet
+            return
+        self.at_epoch[epoch] = [keras.ops.convert_to_numpy(v).copy() for v in slow]
+
+
+def test_backup_and_restore_resumes_the_same_trajectory(tmp_path):
+    # 3 steps an epoch, a sync every 4 steps: the run is interrupted when
+    # epoch 3 begins, after step 9, one step past the sync of step 8, so the
+    # slow weights differ from the model's and must come back from the backup.
+    epochs, grads = 6, gradients(3)
+    expected = torch_trajectory(
+        lambda p: po.Lookahead(torch.optim.Adam(p, lr=0.05), k=4, alpha=0.5),
+        np.concatenate([grads] * epochs),
+    )
+
+    def run(callbacks):
+        model = probe_model(Lookahead(keras.optimizers.Adam(0.05), sync_period=4))
+        trajectory, slow = _Trajectory(), _SlowWeights()
+        try:
+            model.fit(
+                grads,
+                np.zeros((len(grads), 1), "float32"),
+                batch_size=1,
+                epochs=epochs,
+                shuffle=False,
+                verbose=0,
+                callbacks=[
+                    BackupAndRestore(str(tmp_path)),
+                    trajectory,
+                    slow,
+                    *callbacks,
+                ],
+            )
+        except RuntimeError:
+            pass
+        return np.stack(trajectory.weights), slow.at_epoch
+
+    first, slow_before = run([_Interrupt(3)])
+    assert len(first) == 9
+    second, slow_after = run([])
+    assert sorted(slow_after) == [3, 4, 5]  # resumed at epoch 3
+    np.testing.assert_array_equal(slow_after[3][0], slow_before[3][0])
+    assert np.abs(slow_after[3][0] - first[-1]).max() > 1e-3
+    np.testing.assert_allclose(
+        np.concatenate([first, second]), expected, rtol=2e-5, atol=1e-5
+    )
 
 
 def test_eager_apply_equals_compiled_fit():

@@ -14,6 +14,22 @@ from keras_tricks.optimizers._adam_math import check_real
 from keras_tricks.optimizers._wrapper import OptimizerWrapper
 
 
+def _when(pred, fn):
+    """Run `fn` (which assigns variables) where `pred` holds.
+
+    On PyTorch `ops.cond` is a Python `if` wrapped in a Keras `Operation`,
+    and each call bumps a global name counter that `torch.compile` guards
+    on: every step recompiled the `cond` frame until dynamo's recompile limit.
+    The plain `if` is the same branch (eager: one host read; compiled: one
+    graph break) without that.
+    """
+    if keras.backend.backend() == "torch":
+        if bool(pred):
+            fn()
+    else:
+        ops.cond(pred, fn, lambda: None)
+
+
 @keras.saving.register_keras_serializable(package="keras_tricks")
 class Lookahead(OptimizerWrapper):
     """Slow weights that follow another optimizer's fast weights.
@@ -97,9 +113,11 @@ class Lookahead(OptimizerWrapper):
         alpha = ops.cast(self.slow_step_size, fast.dtype)
         return ops.add(slow, ops.multiply(alpha, ops.subtract(fast, slow)))
 
-    def _sync_now(self, old_iterations, new_iterations):
+    def _sync_now(self, next_iteration, new_iterations):
+        # The inner optimizer made an update (`GradientAccumulation` inside
+        # makes one every few steps) and it was the k-th.
         return ops.logical_and(
-            ops.not_equal(new_iterations, old_iterations),
+            ops.equal(new_iterations, next_iteration),
             ops.equal(ops.mod(new_iterations, self.sync_period), 0),
         )
 
@@ -109,14 +127,19 @@ class Lookahead(OptimizerWrapper):
         index = {id(v): i for i, v in enumerate(self._trainable_variables)}
         slows = [self.slow_weights[index[id(v)]] for v in trainable_variables]
         iterations = self.inner_optimizer.iterations
-        # A copy: on PyTorch `.value` is the storage that `apply` updates.
-        old = ops.add(iterations.value, 0)
+        # The count after this step if the inner optimizer updates: a new
+        # tensor, read before `apply` increments the counter in place. Not
+        # `iterations + 0`: under `torch.compile` inductor drops the `+ 0`,
+        # so that "copy" aliased the counter (the graph break at the branch
+        # hides the later increment from inductor's aliasing check) and the
+        # sync never fired.
+        next_iteration = ops.add(iterations.value, 1)
 
         def start():
             for slow, fast in zip(slows, trainable_variables, strict=False):
                 slow.assign(fast.value)
 
-        ops.cond(ops.equal(old, 0), start, lambda: None)
+        _when(ops.equal(next_iteration, 1), start)
         self.inner_optimizer.apply(grads, trainable_variables)
 
         def sync():
@@ -127,7 +150,7 @@ class Lookahead(OptimizerWrapper):
                 slow.assign(value)
                 fast.assign(value)
 
-        ops.cond(self._sync_now(old, iterations.value), sync, lambda: None)
+        _when(self._sync_now(next_iteration, iterations.value), sync)
 
     # --- JAX ----------------------------------------------------------------
 
@@ -161,7 +184,7 @@ class Lookahead(OptimizerWrapper):
             return synced, fast
 
         new_slows, new_trainable = ops.cond(
-            self._sync_now(old, new_inner[it_index]),
+            self._sync_now(ops.add(old, 1), new_inner[it_index]),
             sync,
             lambda: (list(slows), list(new_trainable)),
         )
