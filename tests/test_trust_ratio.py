@@ -19,6 +19,11 @@ jnp = pytest.importorskip("jax.numpy")
 BACKEND = keras.backend.backend()
 
 
+@keras.saving.register_keras_serializable(package="kt_test_trust_ratio")
+def _one_dimensional(variable):
+    return len(variable.shape) < 2
+
+
 def _params():
     rng = np.random.default_rng(0)
     return [
@@ -132,6 +137,24 @@ def test_exclude_keeps_the_inner_step():
     _close(got[1:], plain[1:])
     _close(got[:1], adapted[:1])
     assert np.abs(got[2] - adapted[2]).max() > 1e-2
+
+
+def test_exclude_callable_keeps_the_inner_step():
+    grads = _grads(8)
+    by_name = _keras_run(
+        TrustRatio(keras.optimizers.SGD(0.5), exclude=["bias", "gamma"]), grads
+    )
+    for exclude in (_one_dimensional, lambda v: v.name in ("bias", "gamma")):
+        got = _keras_run(TrustRatio(keras.optimizers.SGD(0.5), exclude=exclude), grads)
+        _close(got, by_name)
+    # The same masks as optax: the ratio on the kernel only.
+    tx = optax.chain(
+        optax.masked(optax.scale_by_trust_ratio(), [True, False, False]),
+        optax.scale_by_learning_rate(0.5),
+    )
+    _close(by_name, _optax_run(tx, grads))
+    with pytest.raises(TypeError, match="`exclude` callable of TrustRatio"):
+        _keras_run(TrustRatio(keras.optimizers.SGD(0.5), exclude=lambda v: None), grads)
 
 
 # --- in a compiled train step ---------------------------------------------
@@ -253,6 +276,22 @@ def test_config_round_trip_and_saved_model_continues(tmp_path):
     model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     loaded.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     _close(loaded.get_weights(), model.get_weights(), rtol=1e-6, atol=1e-7)
+
+
+def test_exclude_callable_saving(tmp_path):
+    x, y = _data()
+    model = _model(TrustRatio(keras.optimizers.Adam(0.05), exclude=_one_dimensional))
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.optimizer.exclude is _one_dimensional
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    loaded.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    _close(loaded.get_weights(), model.get_weights(), rtol=1e-6, atol=1e-7)
+    unregistered = TrustRatio(keras.optimizers.SGD(), exclude=lambda v: False)
+    with pytest.raises(ValueError, match="`exclude` of TrustRatio is a callable"):
+        unregistered.get_config()
 
 
 def test_bad_arguments():
