@@ -178,6 +178,9 @@ class LARS(keras.optimizers.Optimizer):
             return
         super().build(variables)
         self.momentums = self.add_optimizer_variables(variables, "momentum")
+        # Decided once, on the Keras variables (TensorFlow's `update_step`
+        # receives the underlying `tf.Variable`, without `path`).
+        self._excluded_flags = [self._exclusion(v) for v in variables]
 
     def _apply_weight_decay(self, variables):
         # Done inside `update_step`, added to the gradient.
@@ -187,7 +190,8 @@ class LARS(keras.optimizers.Optimizer):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         update = ops.cast(gradient, dtype)
-        if not self._exclusion(variable):
+        index = self._get_variable_index(variable)
+        if not self._excluded_flags[index]:
             if self.weight_decay and self._use_weight_decay(variable):
                 update = ops.add(
                     update,
@@ -200,7 +204,7 @@ class LARS(keras.optimizers.Optimizer):
         # Read at every update and never branched on: a momentum computed
         # in the compiled step (momentum cycling) reaches the arithmetic.
         momentum = ops.cast(self.momentum, dtype)
-        m = self.momentums[self._get_variable_index(variable)]
+        m = self.momentums[index]
         step = ops.multiply(update, lr)
         self.assign(m, ops.subtract(ops.multiply(m, momentum), step))
         if self.nesterov:
