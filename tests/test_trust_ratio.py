@@ -336,3 +336,91 @@ def test_schedule_callback_reaches_the_inner_learning_rate():
     # The callback's LR reaches the step through the wrapper.
     _close(model.get_weights(), direct.get_weights())
     assert np.abs(model.get_weights()[0] - constant.get_weights()[0]).max() > 1e-3
+
+
+# --- TrustRatio(AdamW8bit) ---------------------------------------------------
+
+
+def _numpy_trust_ratio_over(make_inner, grads, lr):
+    """The reference composition, the ratio in NumPy.
+
+    A shadow inner optimizer steps a copy of the weights set to the current
+    weights before each step: its update is the inner step `delta` (its
+    moments only see the gradients, so they match the wrapped one's); the
+    weights then move by `delta * ||w|| / (||delta / lr||)` (1 if a norm is 0).
+    """
+    weights = [w.copy() for w in _params()]
+    shadow = [
+        keras.Variable(w, name=n)
+        for w, n in zip(weights, ["kernel", "bias", "gamma"], strict=True)
+    ]
+    inner = make_inner()
+    for g in grads:
+        for var, w in zip(shadow, weights, strict=True):
+            var.assign(w)
+        inner.apply([ops.convert_to_tensor(x) for x in g], shadow)
+        for i, var in enumerate(shadow):
+            delta = ops.convert_to_numpy(var).astype("float64") - weights[i]
+            w_norm = np.linalg.norm(weights[i])
+            d_norm = np.linalg.norm(delta / lr)
+            ratio = 1.0 if w_norm == 0 or d_norm == 0 else w_norm / d_norm
+            weights[i] = (weights[i] + ratio * delta).astype("float32")
+    return weights
+
+
+def test_adamw8bit_inside_equals_the_reference_composition():
+    from keras_tricks.optimizers import AdamW8bit
+
+    grads = _grads(8)
+
+    def inner():
+        # The kernel (12 values) in 8 bits, 3 blocks of 4; bias and gamma fp32.
+        return AdamW8bit(0.01, weight_decay=0.1, block_size=4, min_8bit_size=6)
+
+    wrapped = TrustRatio(inner())
+    got = _keras_run(wrapped, grads)
+    assert any("uint8" in str(v.dtype) for v in wrapped.inner_optimizer.variables), (
+        "the 8-bit path was not taken"
+    )
+    _close(got, _numpy_trust_ratio_over(inner, grads, 0.01), rtol=2e-5, atol=2e-6)
+    # The fp32 path (min_8bit_size above every tensor) is optax's lamb: the
+    # same placement of epsilon (PyTorch's) and the decay inside the
+    # direction.
+    fp32 = _keras_run(
+        TrustRatio(AdamW8bit(0.01, weight_decay=0.1, min_8bit_size=10**6)), grads
+    )
+    _close(fp32, _optax_run(optax.lamb(0.01, weight_decay=0.1), grads))
+    # 8-bit moments stay near the fp32 ones, but not equal to them.
+    np.testing.assert_allclose(got[0], fp32[0], atol=5e-3)
+    assert np.abs(got[0] - fp32[0]).max() > 0
+
+
+def test_adamw8bit_inside_trains_in_fit_and_round_trips(tmp_path):
+    from keras_tricks.optimizers import AdamW8bit
+
+    x, y = _data()
+
+    def make():
+        return TrustRatio(
+            AdamW8bit(0.05, weight_decay=0.1, block_size=4, min_8bit_size=6),
+            exclude="bias",
+        )
+
+    model = _model(make())
+    start = model.get_weights()
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    fp32 = _model(
+        TrustRatio(
+            AdamW8bit(0.05, weight_decay=0.1, min_8bit_size=10**6), exclude="bias"
+        )
+    )
+    fp32.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    assert np.abs(model.get_weights()[0] - start[0]).max() > 1e-2
+    np.testing.assert_allclose(model.get_weights()[0], fp32.get_weights()[0], atol=2e-2)
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.optimizer.inner_optimizer, AdamW8bit)
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    loaded.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    _close(loaded.get_weights(), model.get_weights(), rtol=1e-6, atol=1e-7)
