@@ -47,9 +47,10 @@ from keras_tricks.schedules import WarmupConstant, WarmupCosine  # noqa: E402
 
 BACKEND = keras.backend.backend()
 SMALL_BATCH, LARGE_BATCH = 32, 1024
-# Each LR below is the best of a small grid, seed 0, 10 epochs (the full
-# run's settings): SGD(momentum=0.9) at batch 32 of {0.02, 0.1}; LARS's peak
-# of {3, 10, 30}; TrustRatio(Adam)'s peak of {0.01, 0.03, 0.1}.
+# Each LR below is the best of a grid, seed 0, 10 epochs (the full run's
+# settings; `--parts grid`), each best inside its grid: SGD(momentum=0.9) at
+# batch 32 of {0.02, 0.1}; LARS's peak of {0.1, 0.3, 1, 3, 10, 30};
+# TrustRatio(Adam)'s peak of {0.01, 0.03, 0.1, 0.3, 1}.
 BASE_LR = 0.02
 LARS_PEAK_LR = 3.0
 LAMB_PEAK_LR = 0.1
