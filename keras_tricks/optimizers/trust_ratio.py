@@ -14,11 +14,8 @@ import numbers
 import keras
 from keras import ops
 
+from keras_tricks.optimizers._exclude import Exclusion, exclude_from_config
 from keras_tricks.optimizers._wrapper import OptimizerWrapper
-from keras_tricks.optimizers.gradient_centralization import (
-    _compile_patterns,
-    _excluded,
-)
 
 
 def _base_optimizer(optimizer):
@@ -84,7 +81,11 @@ class TrustRatio(OptimizerWrapper):
         exclude: Optional string or list of strings. Variables whose `path`
             or `name` matches one of these regular expressions keep the
             inner optimizer's plain step, e.g. `exclude=["bias", "gamma",
-            "beta"]`. Defaults to `None`.
+            "beta"]`. Or a callable that takes the variable and returns True
+            to exclude it, e.g. `lambda v: len(v.shape) < 2`; to save the
+            optimizer (`.keras`, `get_config`) it must be a registered
+            function (`keras.saving.register_keras_serializable`). Defaults
+            to `None`.
         name: Optional name of the wrapper.
 
     Example:
@@ -118,17 +119,15 @@ class TrustRatio(OptimizerWrapper):
                 "the weights before the rescaling. Received: an inner "
                 f"{type(base).__name__}(use_ema=True)."
             )
-        self._patterns = _compile_patterns(exclude, "TrustRatio")
-        if isinstance(exclude, str):
-            exclude = [exclude]
-        self.exclude = None if exclude is None else list(exclude)
+        self._exclusion = Exclusion(exclude, "TrustRatio")
+        self.exclude = self._exclusion.value
 
     def _current_lr(self):
         return _base_optimizer(self.inner_optimizer)._get_current_learning_rate()
 
     def _rescale(self, old, new, variable, lr):
         """`old + ratio * (new - old)`: the inner step with the trust ratio."""
-        if new is None or _excluded(variable, self._patterns):
+        if new is None or self._exclusion(variable):
             return new
         dtype = new.dtype
         old = ops.cast(old, dtype)
@@ -155,7 +154,7 @@ class TrustRatio(OptimizerWrapper):
         olds = [ops.copy(v.value) for v in trainable_variables]
         self.inner_optimizer.apply(grads, trainable_variables)
         for var, old, grad in zip(trainable_variables, olds, grads, strict=False):
-            if grad is None or _excluded(var, self._patterns):
+            if grad is None or self._exclusion(var):
                 continue
             var.assign(self._rescale(old, var.value, var, lr))
 
@@ -184,7 +183,12 @@ class TrustRatio(OptimizerWrapper):
             {
                 "trust_coefficient": self.trust_coefficient,
                 "epsilon": self.epsilon,
-                "exclude": None if self.exclude is None else list(self.exclude),
+                "exclude": self._exclusion.config(),
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = exclude_from_config(config, custom_objects)
+        return super().from_config(config, custom_objects=custom_objects)
