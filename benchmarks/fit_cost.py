@@ -9,6 +9,9 @@ increments a Python counter (it runs once per trace; on eager PyTorch once per
 step, so no trace count is shown there):
 
 * `plain`: SGD(0.1, momentum=0.9) at a constant LR, no callback (reference);
+* `plain+GC`: `GradientCentralization(SGD)` at a constant LR, no callback
+  (the reference of the next row: gradient centralization's own cost is not
+  the control core's);
 * `OneCycle+GC`: `GradientCentralization(SGD)` with `OneCycle` (momentum
   cycling), the same callback instance in both fits, then a plain `fit`;
 * `WarmupCosine+RLROP`: `WarmupCosine` with `ReduceLROnPlateau(patience=1)`
@@ -33,7 +36,9 @@ import sys
 import time
 
 BACKENDS = ("tensorflow", "jax", "torch")
-CONFIGS = ("plain", "OneCycle+GC", "WarmupCosine+RLROP")
+CONFIGS = ("plain", "plain+GC", "OneCycle+GC", "WarmupCosine+RLROP")
+# The reference each configuration is divided by (paired run by run).
+REFERENCE = {"OneCycle+GC": "plain+GC", "plain+GC": "plain"}
 
 
 def _parse():
@@ -42,6 +47,13 @@ def _parse():
     parser.add_argument("--all-backends", action="store_true")
     parser.add_argument("--runs", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads per backend (0: the backend's default). Defaults to 1, "
+        "as overhead.py: steadier figures on a shared machine.",
+    )
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -73,10 +85,10 @@ def _one(config, epochs, seed):
         ]
     )
     optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
-    if config == "OneCycle+GC":
+    if config.endswith("+GC"):
         optimizer = keras_tricks.optimizers.GradientCentralization(optimizer)
     model.compile(optimizer, "sparse_categorical_crossentropy")
-    if config == "plain":
+    if config.startswith("plain"):
         callbacks = []
     elif config == "OneCycle+GC":
         callbacks = [ktc.OneCycle(max_lr=0.1)]
@@ -140,21 +152,25 @@ def run_backend(args):
 
 def _print(per_backend):
     print(
-        "| backend | config | refit (s, median) | ÷ plain refit | plain fit after (s) "
+        "| backend | config | refit (s, median) | ÷ reference refit (median of "
+        "paired runs) | reference | plain fit after (s) "
         "| traces: fit, refit, plain after |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for data in per_backend:
         backend = data["backend"]
         res = data["results"]
-        plain = statistics.median(r["refit"] for r in res["plain"])
         for config in CONFIGS:
+            ref = REFERENCE.get(config, "plain")
             refit = statistics.median(r["refit"] for r in res[config])
+            ratio = statistics.median(
+                a["refit"] / b["refit"] for a, b in zip(res[config], res[ref])
+            )
             after = statistics.median(r["plain_after"] for r in res[config])
             traces = res[config][0]["traces"]
             shown = "eager" if backend == "torch" else ", ".join(map(str, traces))
             print(
-                f"| {backend} | {config} | {refit:.3f} | {refit / plain:.3f} "
+                f"| {backend} | {config} | {refit:.3f} | {ratio:.3f} | {ref} "
                 f"| {after:.3f} | {shown} |"
             )
     print()
@@ -167,6 +183,10 @@ def _print(per_backend):
 def main():
     args = _parse()
     if args.json:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from overhead import _limit_threads
+
+        _limit_threads(args.threads)
         print(json.dumps(run_backend(args)))
         return
     backends = BACKENDS if args.all_backends else (os.environ.get("KERAS_BACKEND", "tensorflow"),)
@@ -179,6 +199,7 @@ def main():
             cmd += ["--runs", str(args.runs)]
         if args.epochs:
             cmd += ["--epochs", str(args.epochs)]
+        cmd += ["--threads", str(args.threads)]
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if out.returncode != 0:

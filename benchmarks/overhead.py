@@ -17,6 +17,9 @@ Usage:
     python benchmarks/overhead.py                 # the current KERAS_BACKEND
     python benchmarks/overhead.py --all-backends  # tensorflow, jax and torch
     python benchmarks/overhead.py --quick         # smoke run
+    python benchmarks/overhead.py --whole-fit     # whole `fit` calls, fixed
+                                                  # costs and traces included
+                                                  # (runs fit_cost.py)
 """
 
 import argparse
@@ -61,9 +64,17 @@ def _parse():
         default=1,
         help="CPU threads per backend (0: the backend's default). Defaults to 1.",
     )
+    parser.add_argument(
+        "--whole-fit",
+        action="store_true",
+        help="time whole refits (tracing and host work at fit start included) "
+        "and count traces: runs benchmarks/fit_cost.py with --quick, "
+        "--all-backends, --runs, --epochs and --threads passed on.",
+    )
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rotate", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.given = {"--runs": args.runs, "--epochs": args.epochs, "--threads": args.threads}
     args.runs = args.runs or (1 if args.quick else 5)
     args.epochs = args.epochs or (3 if args.quick else 6)
     return args
@@ -230,8 +241,23 @@ def _table(per_backend):
     return "\n".join(lines)
 
 
+def _whole_fit(args):
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fit_cost.py")
+    cmd = [sys.executable, script]
+    if args.quick:
+        cmd.append("--quick")
+    if args.all_backends:
+        cmd.append("--all-backends")
+    for flag, value in args.given.items():
+        if value:
+            cmd += [flag, str(value)]
+    raise SystemExit(subprocess.run(cmd, check=False).returncode)
+
+
 def main():
     args = _parse()
+    if args.whole_fit:
+        _whole_fit(args)
     if not args.all_backends:
         _limit_threads(args.threads)
     if args.json:

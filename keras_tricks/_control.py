@@ -144,12 +144,19 @@ def accumulation_steps(optimizer):
 
     Returns ``(k, "wrapper")`` when a ``GradientAccumulation`` wrapper sits
     above the base optimizer (its inner ``iterations`` already count updates),
+    ``(wrapper, "varying")`` when that wrapper's ``steps`` is a callable of
+    the update count (the batches per update vary: ask the wrapper's
+    ``updates_after`` how many updates a number of batches makes),
     ``(k, "builtin")`` for Keras's ``gradient_accumulation_steps`` (its
-    ``iterations`` count batches), and ``(1, None)`` otherwise.
+    ``iterations`` count batches), and ``(1, None)`` otherwise. In both
+    wrapper cases the program needs no divisor: the base optimizer's
+    ``iterations`` is the wrapper's count of real updates.
     """
     opt = optimizer
     while opt is not None:
         k = getattr(opt, "accumulation_steps", None)
+        if hasattr(opt, "inner_optimizer") and callable(k):
+            return opt, "varying"
         if isinstance(k, int) and k > 1 and hasattr(opt, "inner_optimizer"):
             return k, "wrapper"
         inner = getattr(opt, "inner_optimizer", None)
@@ -355,8 +362,10 @@ def _shifted(self, state):
 def _lr_and_momentum(self):
     """The LR (and the momentum, or None) this update uses."""
     parent = type(self).__mro__[1]
-    own = parent._get_current_learning_rate(self)
     state = _state(self)
+    if state is not None and state.eager and state.program is not None and state.lr_on:
+        return _eager_values(self, state)
+    own = parent._get_current_learning_rate(self)
     if state is None:
         return own, None
     has_var = has_lr_variable(self)
@@ -384,6 +393,27 @@ def _lr_and_momentum(self):
         name = vars(self).get("_kt_momentum_attr")
         raw = vars(self).get(name, 0.0) if name else 0.0
         momentum = ops.where(ops.greater(state.flags[1], 0.0), momentum, raw)
+    return lr, momentum
+
+
+def _eager_values(self, state):
+    """`_lr_and_momentum` for an eager step (PyTorch without `jit_compile`)
+    with the schedule switched on.
+
+    The flags are Python booleans here, so nothing is computed for a branch
+    that is off, and the few scalar operations use the tensors' own operators
+    (2-3 us each) instead of Keras ops (about 20 us each on PyTorch): the
+    optimizer's own LR (a Keras schedule evaluated every update, if it has
+    one) is not read at all.
+    """
+    program = state.program
+    lr, momentum = program.values(_shifted(self, state))
+    if has_lr_variable(self):
+        lr = lr * (self._learning_rate.value / program.peak)
+    else:
+        lr = lr * state.scale.value
+    if momentum is not None and not state.momentum_on:
+        momentum = None
     return lr, momentum
 
 

@@ -157,7 +157,8 @@ TARGETS = {
         callbacks.WarmupCosine,
         dict(peak_lr=0.1),
         dict(peak_lr="real", total_steps="int?", warmup_steps="int?",
-             initial_lr="real", final_lr="real", count="choice"),
+             initial_lr="real", final_lr="real", count="choice",
+             k_decay="real"),
     ),
     "callbacks.CyclicLR": (
         callbacks.CyclicLR,

@@ -12,11 +12,11 @@ ROOT = pathlib.Path(__file__).parent.parent
 BACKEND = keras.backend.backend()
 
 
-def _run(script, backend):
+def _run(script, backend, *flags):
     env = dict(os.environ, KERAS_BACKEND=backend, MPLBACKEND="Agg")
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *flags],
         env=env,
         capture_output=True,
         text=True,
@@ -97,9 +97,10 @@ def test_optimizers_benchmark_quick_mode_runs():
 @pytest.mark.slow
 @pytest.mark.backends("jax")
 def test_fit_cost_benchmark_quick_mode_runs():
-    out = _run("fit_cost.py", "jax")
+    # Through `overhead.py --whole-fit`, which runs fit_cost.py.
+    out = _run("overhead.py", "jax", "--whole-fit")
     rows = [line for line in out.splitlines() if line.startswith("| jax |")]
-    assert len(rows) == 4, out  # three configurations and the table cost
+    assert len(rows) == 5, out  # four configurations and the table cost
     # The refit and the plain fit after it trace nothing.
-    for row in rows[:3]:
+    for row in rows[:4]:
         assert row.rstrip(" |").endswith(", 0, 0"), row

@@ -404,3 +404,119 @@ def test_use_grad_mean_equals_optax_multisteps(use_grad_mean):
     assert GradientAccumulation.from_config(config).use_grad_mean is use_grad_mean
     with pytest.raises(ValueError, match="use_grad_mean=1"):
         GradientAccumulation(keras.optimizers.SGD(), steps=2, use_grad_mean=1)
+
+
+# --- a callable `steps` (optax `every_k_schedule`) ----------------------------
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks_tests")
+def growing_windows(updates):
+    """1, 2, 3, 4, 4, ... micro-batches for updates 0, 1, 2, 3, 4, ..."""
+    return 1 + keras.ops.minimum(updates, 3)
+
+
+def _growing_windows_schedule():
+    # The same k as a Keras schedule object, which PyTorch cannot evaluate
+    # over a vector of steps (the host replay falls back to one at a time).
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        [0, 1, 2], [1, 2, 3, 4]
+    )
+
+
+@pytest.mark.parametrize("use_grad_mean", [True, False])
+@pytest.mark.parametrize("kind", ["function", "schedule"])
+def test_callable_steps_equals_optax_multisteps(kind, use_grad_mean):
+    optax = pytest.importorskip("optax")
+    jnp = pytest.importorskip("jax.numpy")
+    rng = np.random.default_rng(3)
+    grads = [rng.normal(size=(3, 2)).astype("float32") for _ in range(15)]
+    w0 = rng.normal(size=(3, 2)).astype("float32")
+    reference = optax.MultiSteps(
+        optax.adam(0.1),
+        every_k_schedule=lambda step: 1 + jnp.minimum(step, 3),
+        use_grad_mean=use_grad_mean,
+    )
+    params = jnp.asarray(w0)
+    state = reference.init(params)
+    expected = []
+    for g in grads:
+        updates, state = reference.update(jnp.asarray(g), state, params)
+        params = optax.apply_updates(params, updates)
+        expected.append(np.asarray(params))
+
+    steps = growing_windows if kind == "function" else _growing_windows_schedule()
+    variable = keras.Variable(w0)
+    optimizer = GradientAccumulation(
+        keras.optimizers.Adam(0.1, epsilon=1e-8),
+        steps=steps,
+        use_grad_mean=use_grad_mean,
+    )
+    optimizer.build([variable])
+    # Windows of 1, 2, 3, 4, 4 micro-batches: updates complete after
+    # micro-batches 1, 3, 6, 10 and 14.
+    np.testing.assert_array_equal(
+        optimizer.updates_after(15),
+        [0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5],
+    )
+    for g, want in zip(grads, expected, strict=True):
+        optimizer.apply([keras.ops.convert_to_tensor(g)], [variable])
+        got = keras.ops.convert_to_numpy(variable.value)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert int(optimizer.iterations) == int(state.gradient_step) == 5
+    assert int(optimizer.window_count) == int(state.mini_step) == 1
+    # The replay continues from the optimizer's state (update 5, 1 in the
+    # window of 4).
+    np.testing.assert_array_equal(optimizer.updates_after(5), [0, 0, 0, 1, 1, 1])
+
+
+def test_callable_steps_config_round_trip_and_errors():
+    for steps in (growing_windows, _growing_windows_schedule()):
+        opt = GradientAccumulation(keras.optimizers.SGD(0.1), steps=steps)
+        restored = keras.saving.deserialize_keras_object(
+            keras.saving.serialize_keras_object(opt)
+        )
+        assert restored.get_config() == opt.get_config()
+        assert type(restored.steps) is type(steps) or restored.steps is steps
+        assert _control.accumulation_steps(restored) == (restored, "varying")
+
+    def unregistered(updates):
+        return 2
+
+    class NoConfig:
+        def __call__(self, updates):
+            return 2
+
+        def get_config(self):
+            raise NotImplementedError
+
+    for bad, match in (
+        (unregistered, "registered with .*Received: steps=<function"),
+        (lambda updates: 2, "registered with .*Received: steps=<function"),
+        (NoConfig(), "must be serializable: its `get_config`.*Received: steps="),
+        (np.float32(2.0), r"int >= 1 or a serializable callable.*steps=np.float32"),
+    ):
+        with pytest.raises(ValueError, match=f"(?s)`steps`.*{match}"):
+            GradientAccumulation(keras.optimizers.SGD(), steps=bad)
+    # A NumPy integer is an int.
+    assert GradientAccumulation(keras.optimizers.SGD(), np.int64(3)).steps == 3
+
+
+def test_callable_steps_in_fit_continues_after_save_and_load(tmp_path):
+    # 16 samples in micro-batches of 4: 4 micro-batches an epoch; windows of
+    # 1, 2, 3, 4, 4 cross the epochs.
+    x, y = _data(16)
+
+    def opt():
+        return GradientAccumulation(keras.optimizers.Adam(0.01), growing_windows)
+
+    straight = _fit(opt(), x, y, batch_size=4, epochs=3)
+    assert int(straight.optimizer.iterations) == 4  # after 1, 3, 6, 10
+    assert int(straight.optimizer.window_count) == 2
+    first = _fit(opt(), x, y, batch_size=4, epochs=1)
+    path = os.path.join(tmp_path, "m.keras")
+    first.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.optimizer.steps is growing_windows
+    loaded.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    assert int(loaded.optimizer.iterations) == 4
+    assert _rel_err(loaded.get_weights(), straight.get_weights()) < 1e-6

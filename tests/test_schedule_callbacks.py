@@ -295,6 +295,34 @@ def test_gradient_accumulation_wrapper_counts_updates():
     assert int(inner.iterations) == epochs * SPE // k
 
 
+@keras.saving.register_keras_serializable(package="keras_tricks_tests")
+def windows_1_2_3_4(updates):
+    return 1 + keras.ops.minimum(updates, 3)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True] if BACKEND == "torch" else [True])
+def test_gradient_accumulation_callable_steps_one_cycle_counts_updates(jit_compile):
+    # Windows of 1, 2, 3, 4 micro-batches: 12 batches complete 4 updates
+    # (after batches 1, 3, 6, 10) and leave 2 in the window: the schedule is
+    # sized to 5 steps (the open window is one more step, as for an int k).
+    inner = keras.optimizers.SGD(0.1, momentum=0.9)
+    model = _model(
+        GradientAccumulation(inner, steps=windows_1_2_3_4), jit_compile=jit_compile
+    )
+    cb = ktc.OneCycle(max_lr=0.05)
+    history, rec = _fit(model, cb, epochs=3)
+    updates_before = [0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4]
+    assert cb.schedule.total_steps == 5
+    schedule = schedules.OneCycle(0.05, 5)
+    np.testing.assert_allclose(rec.lr, _values(schedule, updates_before), rtol=1e-5)
+    assert rec.step == updates_before
+    assert int(inner.iterations) == 4
+    # The LR logged at each epoch end is the next update's.
+    np.testing.assert_allclose(
+        history.history["lr"], _values(schedule, [2, 3, 4]), rtol=1e-5
+    )
+
+
 # --- several fits, resume, save/load -----------------------------------------------
 
 
@@ -536,6 +564,36 @@ def test_unknown_fit_length_raises_unless_total_steps_given():
     )
 
 
+@pytest.mark.parametrize("k_decay", [0.5, 2.0])
+def test_warmup_cosine_k_decay_is_timm_and_the_schedule(k_decay):
+    # 3 epochs of 4 updates, a warmup of 2 from 0, then timm's k-decayed
+    # cosine over the 10 updates after it:
+    # lr = min + (max - min) / 2 * (1 + cos(pi * t**k / T**k)).
+    epochs, warmup, peak, floor = 3, 2, 0.05, 1e-3
+    cb = ktc.WarmupCosine(peak, warmup_steps=warmup, final_lr=floor, k_decay=k_decay)
+    model = _model(keras.optimizers.SGD(0.5, momentum=0.9))
+    _, rec = _fit(model, cb, epochs=epochs)
+    total = epochs * SPE
+    t = np.arange(total) - warmup
+    span = total - warmup
+    timm = floor + 0.5 * (peak - floor) * (
+        1 + np.cos(np.pi * np.maximum(t, 0) ** k_decay / span**k_decay)
+    )
+    expected = np.where(t < 0, peak * np.arange(total) / warmup, timm)
+    np.testing.assert_allclose(rec.lr, expected, rtol=1e-5)
+    schedule = schedules.WarmupCosine(
+        peak, total, warmup_steps=warmup, final_lr=floor, k_decay=k_decay
+    )
+    np.testing.assert_allclose(rec.lr, _values(schedule, np.arange(total)), rtol=1e-5)
+    assert cb.schedule.get_config() == schedule.get_config()
+    assert cb.get_config()["k_decay"] == k_decay
+    with pytest.raises(ValueError, match="`k_decay` must be > 0.*Received: k_decay=0"):
+        ktc.WarmupCosine(peak, k_decay=0)
+    with pytest.raises(ValueError, match="`k_decay` must be a number"):
+        ktc.WarmupCosine(peak, k_decay="2")
+    assert ktc.WarmupCosine(peak, k_decay=np.float32(2.0)).k_decay == 2.0
+
+
 def test_sized_schedule_error_names_the_fit():
     model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
     with pytest.raises(ValueError, match="could not size its schedule.*warmup_epochs"):
@@ -549,6 +607,7 @@ ALL = [
     ktc.SGDR(max_lr=0.1, first_cycle_fraction=0.25, total_steps=80, warmup_steps=4),
     ktc.WarmupCosine(peak_lr=1e-3, warmup_ratio=0.1, final_lr=1e-5),
     ktc.WarmupCosine(peak_lr=1e-3, total_steps=50, warmup_steps=5),
+    ktc.WarmupCosine(peak_lr=1e-3, warmup_epochs=1, k_decay=2.0),
     ktc.CyclicLR(1e-4, 1e-2, step_size=20, mode="exp_range", gamma=0.99),
     ktc.CyclicLR(1e-4, 1e-2, step_size_epochs=2, cycle_momentum=False),
 ]

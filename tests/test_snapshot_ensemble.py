@@ -118,6 +118,30 @@ def test_snapshots_at_the_cycle_ends_of_an_sgdr_callback():
         _assert_same(weights, record.weights[epoch])
 
 
+@keras.saving.register_keras_serializable(package="keras_tricks_tests")
+def snapshot_windows(updates):
+    return 1 + keras.ops.minimum(updates, 3)
+
+
+def test_epoch_spans_under_a_callable_accumulation():
+    # Windows of 1, 2, 3, 4 micro-batches, 4 batches an epoch: epochs end at
+    # updates 2, 3, 4; cycles of 2 updates end at 2 and 4.
+    x, y = _data()
+    model = _model()
+    model.compile(
+        keras_tricks.optimizers.GradientAccumulation(
+            keras.optimizers.SGD(momentum=0.9), snapshot_windows
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    sgdr = SGDR(max_lr=0.1, first_cycle_steps=2)
+    snaps = SnapshotEnsemble(sgdr)
+    model.fit(x, y, epochs=3, batch_size=16, verbose=0, shuffle=False,
+              callbacks=[sgdr, snaps])
+    assert snaps.snapshot_epochs == [0, 2]
+    assert snaps.snapshot_steps == [2, 4]
+
+
 def test_keeps_the_last_n_and_reads_a_schedule_given_to_the_optimizer():
     x, y = _data()
     model = _model()

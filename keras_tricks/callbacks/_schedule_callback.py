@@ -153,6 +153,8 @@ class ScheduleCallback(keras.callbacks.Callback):
         self._reset()
 
     def _reset(self):
+        self._updates_at = None
+        self._varying_fit_steps = None
         self._schedule = None
         self._program = None
         self._placed = False
@@ -215,6 +217,8 @@ class ScheduleCallback(keras.callbacks.Callback):
 
         params = self.params or {}
         epochs, steps = params.get("epochs"), params.get("steps")
+        if kind == "varying":
+            iters_per_batch = self._size_varying(k, epochs, steps)
         if steps is not None:
             self._iters_per_epoch = steps * iters_per_batch
         total = self.total_steps
@@ -224,6 +228,8 @@ class ScheduleCallback(keras.callbacks.Callback):
             if epochs:
                 rounding = math.ceil if kind == "wrapper" else math.floor
                 fit_steps = int(rounding(epochs * steps * self._unit_per_batch))
+                if self._updates_at is not None:
+                    fit_steps = self._varying_fit_steps
                 self._fit_steps = max(1, fit_steps)
                 if total is None:
                     total = self._fit_steps
@@ -259,13 +265,36 @@ class ScheduleCallback(keras.callbacks.Callback):
         _control.lease(optimizer, self)
         self._program = _control.install(self.model, program)
 
+    def _size_varying(self, wrapper, epochs, steps):
+        """Size this fit under a `GradientAccumulation` whose `steps` is a
+        callable: replay it over the fit's batches from the wrapper's state
+        now (its update count and its open window), every batch accepted.
+
+        Returns the mean updates per batch (for per-epoch sizes).
+        """
+        if not steps or not epochs:
+            return 1.0
+        counts = wrapper.updates_after(epochs * steps)
+        # An open window at the end counts as one more step (`flush()`), as
+        # the fixed-k rounding up does.
+        fit_steps = int(counts[-1]) + int(counts[-1] == counts[-2])
+        self._updates_at = counts
+        self._varying_fit_steps = max(1, fit_steps)
+        self._unit_per_batch = self._varying_fit_steps / (epochs * steps)
+        return self._unit_per_batch
+
     def on_epoch_begin(self, epoch, logs=None):
         if self._placed or self._program is None:
             return
         self._placed = True
         optimizer = self.model.optimizer
         iterations = _control.iterations(optimizer)
-        if self._iters_per_epoch is None:
+        if self._updates_at is not None:
+            # Updates in the first `epoch` epochs, from the replay.
+            steps = self.params["steps"]
+            done = self._updates_at[min(epoch * steps, len(self._updates_at) - 1)]
+            origin = iterations - int(done)
+        elif self._iters_per_epoch is None:
             # Unknown epoch length: a later epoch can only be a resume of a
             # schedule that started at the optimizer's step 0.
             origin = iterations if epoch == 0 else 0

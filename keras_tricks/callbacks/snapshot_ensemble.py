@@ -151,6 +151,15 @@ class SnapshotEnsemble(keras.callbacks.Callback):
         steps = (self.params or {}).get("steps")
         if steps is None:
             return None
+        counts = getattr(self.schedule_source, "_updates_at", None)
+        if counts is not None:
+            # `GradientAccumulation(steps=callable)`: the schedule callback
+            # replayed the updates of each epoch.
+            last = len(counts) - 1
+            return (
+                int(counts[min(epoch * steps, last)]),
+                int(counts[min((epoch + 1) * steps, last)]),
+            )
         count = getattr(self.schedule_source, "count", "updates")
         per_epoch = steps / _accumulation_per_update(self.model.optimizer, count)
         return int(np.floor(epoch * per_epoch)), int(np.floor((epoch + 1) * per_epoch))

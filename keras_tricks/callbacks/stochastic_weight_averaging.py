@@ -294,7 +294,12 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
                 f"to `fit`. Received: steps={steps}"
             )
         k, kind = _control.accumulation_steps(optimizer)
-        per_epoch = steps / k if kind else steps
+        if kind == "varying":
+            # `GradientAccumulation(steps=callable)`: the updates of the
+            # coming epoch, replayed (the annealing is sized from them).
+            per_epoch = max(int(k.updates_after(steps)[-1]), 1)
+        else:
+            per_epoch = steps / k if kind else steps
         schedule = SWALRSchedule(
             self.swa_initial_lr,
             self.swa_lr,
@@ -303,7 +308,10 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         )
         iterations = _control.iterations(optimizer)
         divisor = k if kind == "builtin" else 1
-        origin = iterations - int(round((epoch - self.start_epoch) * steps / (k if kind == "wrapper" else 1)))
+        if kind == "varying":
+            origin = iterations - int(round((epoch - self.start_epoch) * per_epoch))
+        else:
+            origin = iterations - int(round((epoch - self.start_epoch) * steps / (k if kind == "wrapper" else 1)))
         program = _control.Program(
             schedule,
             divisor=divisor,

@@ -41,7 +41,7 @@ class WarmupCosine(ScheduleCallback):
     `initial_lr=final_lr=0`; optax's `warmup_cosine_decay_schedule(init_value,
     peak_value, warmup_steps, decay_steps, end_value)` is `initial_lr,
     peak_lr, warmup_steps, total_steps, final_lr`; timm's `warmup_t` is in
-    epochs (`warmup_epochs` here).
+    epochs (`warmup_epochs` here), and its `k_decay` is `k_decay` here.
 
     Args:
         peak_lr: float. The LR at the end of the warmup.
@@ -55,6 +55,11 @@ class WarmupCosine(ScheduleCallback):
             warmup is `warmup_ratio=0.05`.
         initial_lr: float. The LR of the first update. Defaults to `0.0`.
         final_lr: float. The LR at the end. Defaults to `0.0`.
+        k_decay: float > 0. timm's `k_decay`: after the warmup the cosine
+            runs on `t**k_decay / T**k_decay`, where `t` counts the updates
+            since the warmup and `T` is their total; above 1 the LR stays
+            near `peak_lr` longer, below 1 it falls sooner. Defaults to `1.0`
+            (the plain cosine).
         count: `"updates"` or `"batches"`: what a step is under Keras's
             `gradient_accumulation_steps` (see `OneCycle`).
             Defaults to `"updates"`.
@@ -84,8 +89,10 @@ class WarmupCosine(ScheduleCallback):
         initial_lr=0.0,
         final_lr=0.0,
         count="updates",
+        k_decay=1.0,
     ):
         super().__init__(total_steps=total_steps, count=count)
+        self.k_decay = P.check_number("k_decay", k_decay, gt=0.0)
         check_at_most_one(
             warmup_ratio=warmup_ratio,
             warmup_steps=warmup_steps,
@@ -126,6 +133,7 @@ class WarmupCosine(ScheduleCallback):
             initial_lr=self.initial_lr,
             final_lr=self.final_lr,
             warmup_ratio=warmup_ratio,
+            k_decay=self.k_decay,
         )
 
     def _make_schedule(self, total_steps, steps_per_epoch):
@@ -156,6 +164,7 @@ class WarmupCosine(ScheduleCallback):
                 "warmup_epochs": self.warmup_epochs,
                 "initial_lr": self.initial_lr,
                 "final_lr": self.final_lr,
+                "k_decay": self.k_decay,
             }
         )
         return config

@@ -13,6 +13,7 @@ import math
 import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_tricks import _control
@@ -51,6 +52,48 @@ def _replica_safe_cond(pred, update_fn):
             )
             return
     ops.cond(pred, update_fn, lambda: None)
+
+
+def _check_steps(steps):
+    """`steps` as an int, or a serializable callable (see the class docs)."""
+    if callable(steps) and not isinstance(steps, (bool, numbers.Number)):
+        if hasattr(steps, "get_config"):
+            # A schedule object: it must survive a save and a load.
+            try:
+                restored = keras.saving.deserialize_keras_object(
+                    keras.saving.serialize_keras_object(steps)
+                )
+            except Exception as e:  # any failure: the file would not load
+                raise ValueError(
+                    "Argument `steps` of GradientAccumulation, when callable, "
+                    "must be serializable: its `get_config` and `from_config` "
+                    f"failed ({type(e).__name__}: {e}). Received: steps={steps!r}"
+                ) from e
+            if not callable(restored):
+                raise ValueError(
+                    "Argument `steps` of GradientAccumulation, when callable, "
+                    "must come back callable from its config. Received: "
+                    f"steps={steps!r}"
+                )
+            return steps
+        name = getattr(steps, "__name__", None)
+        if name is None or keras.saving.get_registered_name(steps) == name:
+            raise ValueError(
+                "Argument `steps` of GradientAccumulation, when callable, must "
+                "be serializable so that the optimizer can be saved: a function "
+                "registered with `@keras.saving.register_keras_serializable()`, "
+                "or a schedule object with `get_config` (e.g. "
+                "`keras.optimizers.schedules.PiecewiseConstantDecay`). "
+                f"Received: steps={steps!r}"
+            )
+        return steps
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(
+            "Argument `steps` of GradientAccumulation must be an int >= 1 or a "
+            "serializable callable of the update count. "
+            f"Received: steps={steps!r}"
+        )
+    return int(steps)
 
 
 def _accumulator_dtype(variable):
@@ -99,7 +142,14 @@ class GradientAccumulation(OptimizerWrapper):
         optimizer: A `keras.optimizers.Optimizer` instance that applies the
             accumulated gradient (set its learning rate, schedule, weight
             decay and clipping there).
-        steps: Int >= 1. Number of micro-batches per real update.
+        steps: Int >= 1, number of micro-batches per real update; or a
+            callable of the number of real updates done so far (an integer
+            tensor: the inner optimizer's `iterations`) returning that number
+            for the next update, written with `keras.ops` (optax's
+            `every_k_schedule`; a float is rounded, below 1 counts as 1). A
+            callable must be serializable: a function registered with
+            `keras.saving.register_keras_serializable`, or an object with
+            `get_config` such as a `LearningRateSchedule`.
         batch_size: Optional int. The micro-batch size given to `fit`. Needs
             `num_samples`. Defaults to `None` (all micro-batches weigh the
             same).
@@ -126,6 +176,15 @@ class GradientAccumulation(OptimizerWrapper):
     model.compile(optimizer=optimizer, loss="mse")
     model.fit(x, y, batch_size=32, epochs=3)
     optimizer.flush()  # apply the unfinished last window, if any
+
+    # Windows that grow with the update count (optax every_k_schedule).
+    @keras.saving.register_keras_serializable(package="my_project")
+    def ramp(updates):
+        return keras.ops.minimum(1 + updates // 100, 8)
+
+    optimizer = keras_tricks.optimizers.GradientAccumulation(
+        keras.optimizers.AdamW(1e-3), steps=ramp
+    )
     ```
     """
 
@@ -141,15 +200,7 @@ class GradientAccumulation(OptimizerWrapper):
         **kwargs,
     ):
         super().__init__(optimizer, name=name, **kwargs)
-        if (
-            isinstance(steps, bool)
-            or not isinstance(steps, numbers.Integral)
-            or steps < 1
-        ):
-            raise ValueError(
-                "Argument `steps` of GradientAccumulation must be an int >= 1. "
-                f"Received: steps={steps!r}"
-            )
+        steps = _check_steps(steps)
         if (batch_size is None) != (num_samples is None):
             raise ValueError(
                 "Arguments `batch_size` and `num_samples` of "
@@ -171,7 +222,7 @@ class GradientAccumulation(OptimizerWrapper):
                 "Argument `skip_nonfinite` of GradientAccumulation must be a "
                 f"bool. Received: skip_nonfinite={skip_nonfinite!r}"
             )
-        self.steps = int(steps)
+        self.steps = steps
         self.batch_size = None if batch_size is None else int(batch_size)
         self.num_samples = None if num_samples is None else int(num_samples)
         self.skip_nonfinite = skip_nonfinite
@@ -184,8 +235,80 @@ class GradientAccumulation(OptimizerWrapper):
 
     @property
     def accumulation_steps(self):
-        """Micro-batches per real update (read by `keras_tricks._control`)."""
+        """Micro-batches per real update (read by `keras_tricks._control`):
+        an int, or the callable `steps`."""
         return self.steps
+
+    # --- the window length ------------------------------------------------
+
+    def _window_length(self, updates):
+        """k for the next update, given the real updates done (a tensor)."""
+        if not callable(self.steps):
+            return self.steps
+        k = self.steps(updates)
+        k = ops.convert_to_tensor(k)
+        if "float" in keras.backend.standardize_dtype(k.dtype):
+            k = ops.round(k)
+        return ops.maximum(ops.cast(k, "int32"), 1)
+
+    def _host_window_lengths(self, first, count):
+        """k at updates `first .. first + count - 1`, as NumPy ints >= 1."""
+        if not callable(self.steps):
+            return np.full((count,), self.steps, dtype="int64")
+        updates = np.arange(first, first + count, dtype="int64")
+        try:
+            values = np.asarray(ops.convert_to_numpy(self.steps(updates)))
+            if values.shape != updates.shape:
+                raise ValueError("not elementwise")
+        except Exception:
+            # A callable written for one scalar step at a time.
+            values = np.asarray(
+                [ops.convert_to_numpy(self.steps(np.int64(u))) for u in updates]
+            )
+        values = np.round(values.astype("float64")).astype("int64")
+        return np.maximum(values, 1)
+
+    def updates_after(self, micro_batches, updates=None, window=None):
+        """Real updates completed after each of the next micro-batches.
+
+        Replays the window lengths on the host, as the step computes them,
+        assuming that every micro-batch is accepted.
+
+        Args:
+            micro_batches: Int. How many micro-batches to replay.
+            updates: Optional int. The real updates done before them.
+                Defaults to the optimizer's `iterations`.
+            window: Optional int. Micro-batches already in the window.
+                Defaults to the current window.
+
+        Returns:
+            An int64 NumPy array of length `micro_batches + 1`: element `m`
+            is the number of updates the first `m` micro-batches complete.
+        """
+        micro_batches = int(micro_batches)
+        if updates is None:
+            updates = int(ops.convert_to_numpy(self.iterations))
+        if window is None:
+            window = (
+                int(ops.convert_to_numpy(self.window_count)) if self.built else 0
+            )
+        out = np.zeros((micro_batches + 1,), dtype="int64")
+        if micro_batches == 0:
+            return out
+        # Each update takes at least one micro-batch.
+        lengths = self._host_window_lengths(int(updates), micro_batches)
+        done, position, fill = 0, 0, int(window)
+        while position < micro_batches:
+            # The micro-batch count at which update `done + 1` completes.
+            end = position + max(int(lengths[done]) - fill, 1)
+            if end > micro_batches:
+                out[position + 1 :] = done
+                break
+            out[position + 1 : end] = done
+            done += 1
+            out[end] = done
+            position, fill = end, 0
+        return out
 
     # --- state ------------------------------------------------------------
 
@@ -295,8 +418,9 @@ class GradientAccumulation(OptimizerWrapper):
         self.window_weight.assign(weight)
 
         mask = [g is not None for g in grads]
+        k = self._window_length(self.inner_optimizer.iterations)
         _replica_safe_cond(
-            ops.greater_equal(self.window_count, self.steps),
+            ops.greater_equal(self.window_count, k),
             lambda: self._apply_window(mask, trainable_variables, accs),
         )
 
@@ -329,6 +453,13 @@ class GradientAccumulation(OptimizerWrapper):
             own_values[slot[id(self.window_count)]],
             own_values[slot[id(self.window_weight)]],
         )
+        k = self.steps
+        if callable(k):
+            # k is a function of the real updates done: the inner
+            # optimizer's `iterations`, among its variables.
+            inner_ids = [id(v) for v in self.inner_optimizer.variables]
+            updates = inner_values[inner_ids.index(id(self.inner_optimizer.iterations))]
+            k = self._window_length(updates)
 
         def update():
             mean = self._mean_grads(
@@ -350,7 +481,7 @@ class GradientAccumulation(OptimizerWrapper):
             return trainable_values, inner_values, new_acc, count, weight
 
         new_trainable, new_inner, new_acc, count, weight = ops.cond(
-            ops.greater_equal(count, self.steps), update, wait
+            ops.greater_equal(count, k), update, wait
         )
         new_own = list(own_values)
         for i, value in zip(acc_slots, new_acc, strict=False):
@@ -382,9 +513,12 @@ class GradientAccumulation(OptimizerWrapper):
 
     def get_config(self):
         config = self._base_config()
+        steps = self.steps
+        if callable(steps):
+            steps = keras.saving.serialize_keras_object(steps)
         config.update(
             {
-                "steps": self.steps,
+                "steps": steps,
                 "batch_size": self.batch_size,
                 "num_samples": self.num_samples,
                 "skip_nonfinite": self.skip_nonfinite,
@@ -392,3 +526,12 @@ class GradientAccumulation(OptimizerWrapper):
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if isinstance(config.get("steps"), dict):
+            config["steps"] = keras.saving.deserialize_keras_object(
+                config["steps"], custom_objects=custom_objects
+            )
+        return super().from_config(config, custom_objects=custom_objects)
