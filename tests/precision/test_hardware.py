@@ -39,11 +39,6 @@ def test_auto_policy_imports_no_other_backend():
     assert after == before
 
 
-def test_auto_policy_rejects_non_bool_explain():
-    with pytest.raises(TypeError, match="explain"):
-        precision.auto_policy(explain="yes")
-
-
 @pytest.mark.backends("jax")
 def test_probe_jax_reads_platform_and_capability(monkeypatch):
     import jax
