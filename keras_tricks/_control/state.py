@@ -1,0 +1,236 @@
+"""The control state of a base optimizer, and what reads and scales it.
+
+The control variables (`kt_origin`, `kt_flags`, `kt_scale`, `kt_own_scale`)
+and the Python side (`_State`: the program, the lease, host mirrors of the
+flags); the scale of the LR in control, wherever it lives, and the values
+the next update will use.
+"""
+
+import weakref
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_tricks._control.reach import (
+    base_optimizers,
+    has_lr_variable,
+    momentum_attribute,
+)
+
+_HYPER_NAMES = ("momentum", "beta_1")
+_STATE = "_kt_state"
+
+
+class _State:
+    """The Python side of a controlled base optimizer (see the docstring)."""
+
+    def __init__(self, opt):
+        dtype = opt._iterations.dtype
+        self.origin = _control_variable(opt, "kt_origin", (), dtype)
+        self.flags = _control_variable(opt, "kt_flags", (2,), "float32")
+        self.scale = _control_variable(opt, "kt_scale", (), "float32", 1.0)
+        self.own_scale = _control_variable(opt, "kt_own_scale", (), "float32", 1.0)
+        self.program = None
+        self.lease = None
+        # Host mirrors of the flags (the host sets them): an eager step
+        # (PyTorch without `jit_compile`) branches on them in Python.
+        self.lr_on = False
+        self.momentum_on = False
+        self.eager = False
+        self.pending_scale = None
+        self.released = None
+
+
+def _control_variable(opt, name, shape, dtype, value=0):
+    with keras.name_scope(opt.name, caller=opt):
+        variable = keras.Variable(
+            np.full(shape, value, dtype=np.dtype(str(dtype))),
+            name=name,
+            dtype=dtype,
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+    variable._kt_control = True
+    opt._track_variable(variable)
+    return variable
+
+
+class _Lease:
+    def __init__(self, owner, user_lr):
+        self.owner = weakref.ref(owner) if owner is not None else (lambda: None)
+        self.user_lr = user_lr
+
+
+def _state(opt):
+    return vars(opt).get(_STATE)
+
+
+def schedule_scale(opt):
+    """The scale of the installed schedule on base optimizer ``opt``."""
+    state = _state(opt)
+    if state is None or state.program is None:
+        return 1.0
+    if has_lr_variable(opt):
+        return float(opt._learning_rate.numpy()) / state.program.peak
+    return float(state.scale.numpy())
+
+
+def set_schedule_scale(opt, scale):
+    state = _state(opt)
+    if has_lr_variable(opt):
+        opt._learning_rate.assign(float(np.float32(state.program.peak)) * float(scale))
+    else:
+        state.scale.assign(float(scale))
+
+
+def get_lr_scale(optimizer):
+    """The scale on whatever drives the LR of the first base optimizer.
+
+    The installed schedule's scale while it is on; the scale of the
+    optimizer's own schedule otherwise (1.0 for a plain LR variable, whose
+    reductions are in its value).
+    """
+    bases = base_optimizers(optimizer)
+    if not bases:
+        return 1.0
+    opt = bases[0]
+    state = _state(opt)
+    if state is None:
+        return 1.0
+    if state.lr_on:
+        return schedule_scale(opt)
+    if has_lr_variable(opt):
+        return 1.0
+    return float(state.own_scale.numpy())
+
+
+def _rescale(opt, state, ratio):
+    """Multiply the LR in control by ``ratio`` where it lives: the LR
+    variable (a plain LR, or an installed schedule's scale), `kt_scale`, or
+    `kt_own_scale` (the optimizer's own Keras schedule)."""
+    if has_lr_variable(opt):
+        opt._learning_rate.assign(float(opt._learning_rate.numpy()) * ratio)
+    elif state.lr_on:
+        state.scale.assign(float(state.scale.numpy()) * ratio)
+    else:
+        state.own_scale.assign(float(state.own_scale.numpy()) * ratio)
+
+
+def has_schedule(optimizer):
+    """True when the LR of the first base optimizer depends on the step."""
+    bases = base_optimizers(optimizer)
+    if not bases:
+        return False
+    opt = bases[0]
+    state = _state(opt)
+    if state is not None and state.lr_on:
+        return True
+    return not has_lr_variable(opt)
+
+
+def is_on(optimizer):
+    bases = base_optimizers(optimizer)
+    state = _state(bases[0]) if bases else None
+    return bool(state is not None and state.lr_on)
+
+
+def current_lr(optimizer, host=False):
+    """The LR the next update will use, as a Python float.
+
+    ``host=True`` (for logs) reads it from the program's host table and the
+    scale while a schedule is on: evaluating the schedule eagerly costs a
+    few dozen backend dispatches (milliseconds on JAX) at every epoch end.
+    The host table is NumPy float32: on JAX, which evaluates the schedule in
+    the step, it may differ from the step's value by ~1e-5 relative.
+    """
+    bases = base_optimizers(optimizer)
+    opt = bases[0]
+    state = _state(opt)
+    if host and state is not None and state.lr_on and state.program is not None:
+        shifted = int(ops.convert_to_numpy(opt._iterations)) - int(
+            ops.convert_to_numpy(state.origin)
+        )
+        local = max(shifted, 0) // state.program.divisor
+        return state.program.host_lr(local) * schedule_scale(opt)
+    return float(ops.convert_to_numpy(opt.learning_rate))
+
+
+def current_momentum(optimizer):
+    """The momentum the next update will use, or None where there is none."""
+    bases = base_optimizers(optimizer)
+    name = momentum_attribute(bases[0])
+    if name is None:
+        return None
+    value = getattr(bases[0], name)
+    if callable(value):
+        value = value()
+    return float(ops.convert_to_numpy(value))
+
+
+def user_momentum(opt):
+    """The user's momentum (`beta_1` or SGD's `momentum`) of ``opt``, or None."""
+    name = momentum_attribute(opt)
+    if name is None:
+        return None
+    value = vars(opt).get(name, None)
+    if value is None:
+        value = getattr(opt, name)
+    if callable(value):
+        value = value()
+    return float(ops.convert_to_numpy(value))
+
+
+def iterations(optimizer):
+    """``iterations`` of the first base optimizer, as a Python int."""
+    opt = base_optimizers(optimizer)[0]
+    return int(ops.convert_to_numpy(opt._iterations))
+
+
+def origin(optimizer):
+    opt = base_optimizers(optimizer)[0]
+    state = _state(opt)
+    return int(ops.convert_to_numpy(state.origin)) if state is not None else 0
+
+
+def schedule_step(optimizer):
+    """``iterations`` of the first base optimizer divided by the installed
+    program's step divisor (micro-batches to updates under Keras's
+    ``gradient_accumulation_steps``), as a Python int."""
+    opt = base_optimizers(optimizer)[0]
+    state = _state(opt)
+    step = int(ops.convert_to_numpy(opt._iterations))
+    if state is not None and state.program is not None and state.program.divisor > 1:
+        step //= state.program.divisor
+    return step
+
+
+def pending_scale(optimizer):
+    """A scale restored by `BackupAndRestore` for the next schedule, or None."""
+    bases = base_optimizers(optimizer)
+    state = _state(bases[0]) if bases else None
+    if state is None:
+        return None
+    value, state.pending_scale = state.pending_scale, None
+    return value
+
+
+def released_scale(optimizer, key):
+    """The scale a schedule with program ``key`` had when it was released in
+    this process (an interrupted run resumed with `initial_epoch`), or None."""
+    bases = base_optimizers(optimizer)
+    state = _state(bases[0]) if bases else None
+    if state is None or state.released is None or key is None:
+        return None
+    released = state.released
+    user_lr = released.get("user_lr")
+    opt = bases[0]
+    if user_lr is not None and has_lr_variable(opt):
+        # A checkpoint restored since the release (Keras's BackupAndRestore)
+        # changed the LR variable: it holds the scale, not the release.
+        if float(opt._learning_rate.numpy()) != float(np.float32(user_lr)):
+            return None
+    if released.get("key") != key or released.get("ratio") is None:
+        # Another schedule ran before: this one starts unreduced.
+        return 1.0
+    return released.get("ratio")

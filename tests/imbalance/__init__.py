@@ -1,0 +1,1 @@
+"""Tests for keras_tricks.imbalance, one test module per module."""

@@ -1,0 +1,1 @@
+"""Tests for keras_tricks.lr_finder, one test module per module."""

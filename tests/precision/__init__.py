@@ -1,0 +1,1 @@
+"""Tests for keras_tricks.precision, one test module per module."""
