@@ -36,15 +36,17 @@ MON = "keras_tricks/callbacks/_monitor.py"
 ES = "keras_tricks/callbacks/early_stopping.py"
 RLR = "keras_tricks/callbacks/reduce_lr_on_plateau.py"
 SMART = "keras_tricks/callbacks/smart_reduce_lr_on_plateau.py"
-LRF = "keras_tricks/lr_finder.py"
+LRF = "keras_tricks/lr_finder/rules.py"
+LRF_RESULT = "keras_tricks/lr_finder/result.py"
 PRIM = "keras_tricks/schedules/_primitives.py"
 
 T_ES = ["tests/test_early_stopping.py"]
 T_PL = ["tests/test_plateau.py"]
-# The rule tests of test_lr_finder.py (the sweep tests train models: slow).
+# The rule tests of tests/lr_finder/ (the sweep tests train models: slow).
 T_LR = [
-    "tests/test_lr_finder_rules.py",
-    "tests/test_lr_finder.py",
+    "tests/lr_finder/test_rules_edges.py",
+    "tests/lr_finder/test_rules.py",
+    "tests/lr_finder/test_result.py",
     "-k",
     "minimum or steep or valley or default_suggestion or chain or cyclic or "
     "suggestions_cut or slide or repeated or descent or last_five or first_tenth",
@@ -159,7 +161,7 @@ MUTANTS = {
            "valley: pick 1/3 instead of 1/2 of the valley"),
     "L4": (LRF, "return int(np.argmin(slopes))", "return int(np.argmin(slopes)) + 1", T_LR,
            "steep: the point after the steepest slope"),
-    "L5": (LRF, 'return lr / 10.0 if method == "minimum" else lr', "return lr", T_LR,
+    "L5": (LRF_RESULT, 'return lr / 10.0 if method == "minimum" else lr', "return lr", T_LR,
            "minimum: not divided by 10"),
     "L6": (LRF, "while j < len(drops) and drops[j] < 0:",
            "while j < len(drops) and drops[j] <= 0:", T_LR, "chain: flat steps join a run"),
@@ -174,9 +176,9 @@ MUTANTS = {
             "slide: no slide picks the last point"),
     "L11": (LRF, "lr_diff = min(lr_diff, n - 1)", "lr_diff = lr_diff", T_LR,
             "slide: short curve not clamped"),
-    "L12": (LRF, "stop = len(points) - 5", "stop = len(points) - 4", T_LR,
+    "L12": (LRF_RESULT, "stop = len(points) - 5", "stop = len(points) - 4", T_LR,
             "usable: only the last 4 dropped"),
-    "L13": (LRF, "skip = self.num_steps // 10", "skip = 0", T_LR,
+    "L13": (LRF_RESULT, "skip = self.num_steps // 10", "skip = 0", T_LR,
             "usable: the first 10% not skipped"),
     "L14": (LRF, "abs(grad[right] - grad[left]) > thresh",
             "abs(grad[right] - grad[left]) >= thresh", T_LR, "slide: > became >="),
