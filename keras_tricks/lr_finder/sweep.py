@@ -21,7 +21,7 @@ from keras_tricks.lr_finder.rules import diverged_at_start
 class _SweepSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """`start -> end` over `total` optimizer steps counted from `offset`.
 
-    Installed with `_control.set_schedule` for the duration of the sweep, so
+    Installed as the control program (`_control.install` and `start`) for the sweep, so
     the LR reaches the compiled step as a function of `iterations` (one trace
     for the whole sweep, nothing done per batch in Python).
     """
