@@ -59,16 +59,15 @@ def _lr_and_momentum(self):
     if state.eager and not state.lr_on and not state.momentum_on:
         return own, None
     lr, momentum = program.values(_shifted(self, state))
+    if state.eager:
+        # Only the momentum function is on (`_eager_values` serves an eager
+        # step whose LR is on): the user's LR, the function's momentum.
+        return own, momentum
     if has_var:
         ratio = ops.divide(self._learning_rate, program.peak)
     else:
         ratio = state.scale
     scheduled = ops.multiply(lr, ratio)
-    if state.eager:
-        lr = scheduled if state.lr_on else own
-        if momentum is not None and not state.momentum_on:
-            momentum = None
-        return lr, momentum
     lr = ops.where(ops.greater(state.flags[0], 0.0), scheduled, ops.cast(own, "float32"))
     if momentum is not None:
         # The user's value where the momentum function is off.
