@@ -28,6 +28,7 @@ Usage:
 """
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -45,7 +46,9 @@ def _parse():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     parser.add_argument("--all-backends", action="store_true")
-    parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument(
+        "--runs", type=int, default=None, help="interleaved rounds of refits (default 20)"
+    )
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument(
         "--threads",
@@ -58,7 +61,8 @@ def _parse():
     return parser.parse_args()
 
 
-def _one(config, epochs, seed):
+def _build(config, epochs, seed):
+    """A model, its callbacks and its first `fit` (time and traces)."""
     import keras
     from sklearn.datasets import load_digits
 
@@ -66,10 +70,12 @@ def _one(config, epochs, seed):
     from keras_tricks import callbacks as ktc
 
     class Counting(keras.layers.Layer):
-        traces = 0
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.traces = 0
 
         def call(self, x):
-            Counting.traces += 1
+            self.traces += 1
             return x
 
     x, y = load_digits(return_X_y=True)
@@ -99,22 +105,41 @@ def _one(config, epochs, seed):
         ]
 
     def fit(cbs):
+        gc.collect()
         start = time.perf_counter()
         model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=cbs)
         return time.perf_counter() - start
 
     first = fit(callbacks)
-    traces_first = Counting.traces
-    refit = fit(callbacks)
-    traces_refit = Counting.traces - traces_first
-    plain_after = fit([])
-    traces_plain = Counting.traces - traces_first - traces_refit
-    return {
-        "first": first,
-        "refit": refit,
-        "plain_after": plain_after,
-        "traces": [traces_first, traces_refit, traces_plain],
-    }
+    return {"fit": fit, "callbacks": callbacks, "counter": counter, "first": first,
+            "traces_first": counter.traces}
+
+
+def _rounds(configs, epochs, rounds, seed=0):
+    """Refits of every configuration, interleaved round by round (the order
+    reversed every other round), so that drifts of a shared machine's speed
+    reach every configuration alike; then one plain `fit` of each model."""
+    built = {c: _build(c, epochs, seed) for c in configs}
+    refits = {c: [] for c in configs}
+    traces_refit = {}
+    for r in range(rounds):
+        for config in configs if r % 2 == 0 else configs[::-1]:
+            b = built[config]
+            before = b["counter"].traces
+            refits[config].append(b["fit"](b["callbacks"]))
+            traces_refit.setdefault(config, b["counter"].traces - before)
+    out = {}
+    for config in configs:
+        b = built[config]
+        before = b["counter"].traces
+        after = b["fit"]([])
+        out[config] = {
+            "first": b["first"],
+            "refits": refits[config],
+            "plain_after": after,
+            "traces": [b["traces_first"], traces_refit[config], b["counter"].traces - before],
+        }
+    return out
 
 
 def _table_cost():
@@ -137,41 +162,43 @@ def _table_cost():
 def run_backend(args):
     import keras
 
-    runs = args.runs or (1 if args.quick else 5)
+    rounds = args.runs or (1 if args.quick else 20)
     epochs = args.epochs or (1 if args.quick else 3)
-    results = {c: [] for c in CONFIGS}
-    for r in range(runs):
-        for config in CONFIGS:
-            results[config].append(_one(config, epochs, seed=r))
     return {
         "backend": keras.backend.backend(),
         "table_ms": _table_cost() * 1e3,
-        "results": results,
+        "results": _rounds(CONFIGS, epochs, rounds),
     }
+
+
+def _quartiles(values):
+    if len(values) < 4:
+        return min(values), max(values)
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
 
 
 def _print(per_backend):
     print(
-        "| backend | config | refit (s, median) | ÷ reference refit (median of "
-        "paired runs) | reference | plain fit after (s) "
+        "| backend | config | first fit (s) | refit (s, median) | ÷ reference refit "
+        "(median of rounds) | quartiles of the ratio | reference | plain fit after (s) "
         "| traces: fit, refit, plain after |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for data in per_backend:
         backend = data["backend"]
         res = data["results"]
         for config in CONFIGS:
             ref = REFERENCE.get(config, "plain")
-            refit = statistics.median(r["refit"] for r in res[config])
-            ratio = statistics.median(
-                a["refit"] / b["refit"] for a, b in zip(res[config], res[ref])
-            )
-            after = statistics.median(r["plain_after"] for r in res[config])
-            traces = res[config][0]["traces"]
+            refit = statistics.median(res[config]["refits"])
+            ratios = [a / b for a, b in zip(res[config]["refits"], res[ref]["refits"])]
+            low, high = _quartiles(ratios)
+            traces = res[config]["traces"]
             shown = "eager" if backend == "torch" else ", ".join(map(str, traces))
             print(
-                f"| {backend} | {config} | {refit:.3f} | {ratio:.3f} | {ref} "
-                f"| {after:.3f} | {shown} |"
+                f"| {backend} | {config} | {res[config]['first']:.3f} | {refit:.3f} "
+                f"| {statistics.median(ratios):.3f} | {low:.2f}-{high:.2f} | {ref} "
+                f"| {res[config]['plain_after']:.3f} | {shown} |"
             )
     print()
     print("| backend | host tables of a 100,000-step OneCycle (ms) |")

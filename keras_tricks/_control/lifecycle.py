@@ -13,7 +13,6 @@ import weakref
 
 import keras
 import numpy as np
-from keras import ops
 
 from keras_tricks._control.reach import (
     _all_optimizers,
@@ -28,6 +27,7 @@ from keras_tricks._control.state import (
     _State,
     _state,
     current_lr,
+    host_scalar,
     schedule_scale,
     set_schedule_scale,
 )
@@ -129,7 +129,7 @@ def lease(optimizer, owner):
         _release_one(opt, state)
         user_lr = None
         if has_lr_variable(opt):
-            user_lr = float(opt._learning_rate.numpy())
+            user_lr = float(host_scalar(opt._learning_rate))
         state.lease = _Lease(owner, user_lr)
     return bases
 
@@ -245,8 +245,8 @@ def last_schedule(optimizer):
             or released.get("ratio") is None
         ):
             continue
-        lr = float(opt._learning_rate.numpy()) if has_lr_variable(opt) else None
-        entries.append((opt, state, lr, float(state.scale.numpy())))
+        lr = float(host_scalar(opt._learning_rate)) if has_lr_variable(opt) else None
+        entries.append((opt, state, lr, float(host_scalar(state.scale))))
         momentum_on = bool(released.get("momentum_on"))
         state.flags.assign(np.asarray([1.0, float(momentum_on)], "float32"))
         state.lr_on, state.momentum_on = True, momentum_on
@@ -297,12 +297,12 @@ def snapshot(optimizer):
         state = _state(opt)
         entry = {"opt": opt}
         if has_lr_variable(opt):
-            entry["lr"] = float(opt._learning_rate.numpy())
+            entry["lr"] = float(host_scalar(opt._learning_rate))
         if state is not None:
             entry.update(
-                origin=int(ops.convert_to_numpy(state.origin)),
-                scale=float(state.scale.numpy()),
-                own_scale=float(state.own_scale.numpy()),
+                origin=int(host_scalar(state.origin)),
+                scale=float(host_scalar(state.scale)),
+                own_scale=float(host_scalar(state.own_scale)),
                 lr_on=state.lr_on,
                 momentum_on=state.momentum_on,
                 lease=state.lease,
@@ -355,7 +355,14 @@ def multiply_lr(optimizer, factor, min_lr=0.0, model=None):
     changed = []
     for opt in take_control(optimizer, model):
         state = _state(opt)
-        old = current_lr(opt)
+        # The host table's value (no eager evaluation of the schedule: a few
+        # dozen dispatches, milliseconds on JAX): the ratio is `factor`
+        # whatever its last digits, except near a positive floor, where the
+        # step's exact value decides. (A schedule at exactly 0, its end or a
+        # warmup's start, is 0 on the host and in the step alike.)
+        old = current_lr(opt, host=True)
+        if floor > 0 and old * factor <= float(floor) * (1.0 + 1e-4):
+            old = current_lr(opt)
         if not old > floor:
             continue
         new = max(old * factor, float(min_lr))

@@ -24,12 +24,21 @@ class Program:
             gather: PyTorch's eager step and TensorFlow graphs pay for each of
             a schedule's few dozen scalar ops; XLA fuses them, so JAX gets no
             table).
+        device_table: False keeps the tables on the host only (for
+            `host_lr`/`host_momentum`); the step computes the schedule.
         peak: the schedule's largest LR (see the module docstring).
         key: a hashable that is equal for two programs that trace the same.
     """
 
     def __init__(
-        self, schedule, momentum=None, divisor=1, table_size=None, peak=None, key=None
+        self,
+        schedule,
+        momentum=None,
+        divisor=1,
+        table_size=None,
+        peak=None,
+        key=None,
+        device_table=True,
     ):
         self.schedule = schedule
         self.momentum_fn = momentum
@@ -40,10 +49,12 @@ class Program:
         if table_size:
             steps = np.arange(int(table_size), dtype="int64")
             self._host_lr = host_values(schedule, steps)
-            self._lr_table = ops.convert_to_tensor(self._host_lr)
             if momentum is not None:
                 self._host_momentum = host_values(momentum, steps)
-                self._momentum_table = ops.convert_to_tensor(self._host_momentum)
+            if device_table:
+                self._lr_table = ops.convert_to_tensor(self._host_lr)
+                if momentum is not None:
+                    self._momentum_table = ops.convert_to_tensor(self._host_momentum)
         if peak is None:
             peak = _peak_of(schedule, self._host_lr)
         self.peak = float(np.float32(peak))

@@ -21,6 +21,7 @@ from keras_tricks._control.state import (
     _rescale,
     _state,
     current_lr,
+    host_scalar,
 )
 
 _controlled_classes = {}
@@ -259,7 +260,7 @@ def _get_config(self):
             config[name] = vars(self)[name]
     state = _state(self)
     if state is not None and not has_lr_variable(self):
-        own_scale = float(state.own_scale.numpy())
+        own_scale = float(host_scalar(state.own_scale))
         if own_scale != 1.0 and isinstance(
             self._learning_rate, keras.optimizers.schedules.LearningRateSchedule
         ):

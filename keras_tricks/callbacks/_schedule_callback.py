@@ -69,16 +69,27 @@ def make_program(model, schedule, momentum, divisor, table_size):
     """The `_control.Program` for ``schedule`` in this model's train step."""
     key = _config_key(schedule)
     backend = keras.backend.backend()
-    if backend not in _TABLE_BACKENDS or not table_size or table_size > _MAX_TABLE:
+    if not table_size or table_size > _MAX_TABLE:
         table_size = None
+    # JAX's step computes the schedule (XLA fuses it), so the table there is
+    # the host's only (for logs and plateau decisions at epoch ends, each an
+    # evaluation of the schedule otherwise) and is not part of the key: a fit
+    # of another length traces nothing.
+    device_table = backend in _TABLE_BACKENDS
     if key is not None:
-        key = key + (momentum is not None, int(divisor), table_size, backend)
+        key = key + (
+            momentum is not None,
+            int(divisor),
+            table_size if device_table else None,
+            backend,
+        )
     return _control.Program(
         schedule,
         momentum=momentum,
         divisor=divisor,
         table_size=table_size,
         key=key,
+        device_table=device_table,
     )
 
 
