@@ -30,6 +30,7 @@ from keras_tricks._control.state import (
     host_scalar,
     schedule_scale,
     set_schedule_scale,
+    set_value,
 )
 from keras_tricks._control.twins import _controlled_class
 
@@ -183,10 +184,10 @@ def start(optimizer, origin, lr_on=True, momentum_on=False, scale=None):
     """
     for opt in base_optimizers(optimizer):
         state = _state(opt)
-        state.origin.assign(int(origin))
+        set_value(state.origin, int(origin))
         if scale is not None:
             set_schedule_scale(opt, scale)
-        state.flags.assign(np.asarray([float(lr_on), float(momentum_on)], "float32"))
+        set_value(state.flags, [float(lr_on), float(momentum_on)])
         state.lr_on, state.momentum_on = bool(lr_on), bool(momentum_on)
 
 
@@ -274,11 +275,11 @@ def _release_one(opt, state, ended=False):
         "ended": ended,
     }
     if state.lr_on or state.momentum_on:
-        state.flags.assign(np.zeros((2,), "float32"))
+        set_value(state.flags, [0.0, 0.0])
     state.lr_on = state.momentum_on = False
     if lease_.user_lr is not None and has_lr_variable(opt):
-        opt._learning_rate.assign(lease_.user_lr)
-    state.scale.assign(1.0)
+        set_value(opt._learning_rate, lease_.user_lr)
+    set_value(state.scale, 1.0)
     state.lease = None
 
 
