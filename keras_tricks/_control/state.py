@@ -77,6 +77,11 @@ def host_scalar(variable):
     item = getattr(value, "item", None)
     if item is not None:
         return item()
+    read = getattr(value, "value", None)
+    if callable(read):
+        # A tf.Variable: one read op, then the tensor's own `numpy()` (NumPy's
+        # conversion of the variable costs twice as much).
+        return read().numpy().item()
     return np.asarray(value).item()
 
 
@@ -92,6 +97,8 @@ def set_value(variable, value):
     current = variable.value
     if keras.backend.backend() == "torch":
         current = current.detach().cpu().numpy()
+    elif callable(getattr(current, "value", None)):
+        current = current.value().numpy()
     else:
         current = np.asarray(current)
     if current.shape != wanted.shape or not np.array_equal(current, wanted):
