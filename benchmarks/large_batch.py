@@ -23,9 +23,22 @@ Part 3 (grid, `--parts grid`): seed 0 only, the LARS and TrustRatio(Adam)
 rows at each peak LR of `--lars-grid` / `--lamb-grid`: how the peak LRs of
 the quality table were chosen.
 
+Part 4 (where LARS helps, `--parts where`): a deep plain MLP (10 Dense
+layers of 128 ReLU units, Glorot init, no normalization, on the flattened
+MNIST-5k digits) at batch 1024 for 30 epochs (120 updates; `--where-epochs`),
+peak LR swept over three decades for SGD(momentum=0.9) and for
+LARS(momentum=0.9, weight decay 1e-4 (`--where-lars-wd`), biases excluded),
+both with the same warmup (10% of the updates) and cosine decay to 0, every
+LR on every seed (`--seeds`; `--rows SGD` or `--rows LARS` runs one method).
+Reported: validation accuracy mean, sd and per seed at each LR, each
+method's best LR and the LRs whose mean is within 2 (10) points of its best,
+and, at initialization, each layer's ||w|| / ||g|| (what LARS's trust ratio
+rescales by).
+
 Run:  nice -n 10 python benchmarks/large_batch.py [--quick] [--parts quality,cost]
       [--plot docs/img/large_batch.png] [--rows LARS,TrustRatio]
       [--lars-lr 1] [--lamb-lr 0.3] [--parts grid --lars-grid 0.3,1,3]
+      [--parts where --seeds 0,1,2 --where-epochs 100 --where-lars-wd 0]
 """
 
 import argparse
@@ -159,11 +172,11 @@ class _EpochTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def _fit(make, batch_size, seed, epochs, data):
+def _fit(make, batch_size, seed, epochs, data, build=_cnn):
     """(final validation accuracy, median seconds per epoch) of one run."""
     x_train, y_train, x_val, y_val = data
     keras.utils.set_random_seed(seed)
-    model = _cnn()
+    model = build()
     model.compile(
         optimizer=make(),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -237,6 +250,155 @@ def grid(quick, lars_grid, lamb_grid):
         ["row", "val accuracy", "s / epoch"],
         table,
     )
+
+
+# Part 4: a setting where LARS helps. The grids span three decades each
+# and are the same for every seed (no LR is picked on one seed).
+WHERE_DEPTH, WHERE_WIDTH, WHERE_EPOCHS = 10, 128, 30
+WHERE_SGD_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+WHERE_LARS_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+WHERE_WINDOWS = (0.02, 0.10)  # "good": mean within 2 (10) points of the best
+
+
+def _deep_mlp(depth, width):
+    """A deep plain ReLU MLP: no normalization, no skip connections."""
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Flatten(),
+            *[keras.layers.Dense(width, activation="relu") for _ in range(depth)],
+            keras.layers.Dense(10),
+        ]
+    )
+
+
+def _layer_ratios(build, x, y):
+    """Per-kernel ||w||, ||g|| and ||w|| / ||g|| at initialization (seed 0).
+
+    The gradient is read through the optimizer, so that it works on every
+    backend: one step of SGD(1.0) without momentum moves each weight by
+    exactly minus its gradient.
+    """
+    keras.utils.set_random_seed(0)
+    model = build()
+    model.compile(
+        optimizer=keras.optimizers.SGD(1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    kernels = [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
+    before = [keras.ops.convert_to_numpy(k) for k in kernels]
+    model.train_on_batch(x, y)
+    rows = []
+    for i, (k, w) in enumerate(zip(kernels, before, strict=True)):
+        g = w - keras.ops.convert_to_numpy(k)
+        w_norm, g_norm = float(np.linalg.norm(w)), float(np.linalg.norm(g))
+        rows.append((i + 1, w_norm, g_norm, w_norm / g_norm))
+    return rows
+
+
+def _window(lrs, means, best, tolerance):
+    """The LRs whose mean is within `tolerance` of `best` (lowest, highest)."""
+    good = [lr for lr, m in zip(lrs, means, strict=True) if m >= best - tolerance]
+    return min(good), max(good)
+
+
+def where(quick, seeds=None, epochs=None, lars_wd=1e-4, only=None):
+    """Deep plain MLP at batch 1024: accuracy vs peak LR, SGD and LARS."""
+    data = _data(quick)
+    x_train, y_train = data[0], data[1]
+    depth, width = (3, 32) if quick else (WHERE_DEPTH, WHERE_WIDTH)
+    epochs = epochs or (2 if quick else WHERE_EPOCHS)
+    seeds = seeds if seeds is not None else ([0] if quick else [0, 1, 2])
+    sgd_grid = WHERE_SGD_GRID[4:5] if quick else WHERE_SGD_GRID
+    lars_grid = WHERE_LARS_GRID[4:5] if quick else WHERE_LARS_GRID
+    steps_per_epoch = -(-len(x_train) // LARGE_BATCH)
+    steps = steps_per_epoch * epochs
+    warmup = max(1, steps // 10)
+
+    def build():
+        return _deep_mlp(depth, width)
+
+    def schedule(lr):
+        return WarmupCosine(lr, total_steps=steps, warmup_steps=warmup)
+
+    methods = (
+        (
+            "SGD(momentum=0.9)",
+            sgd_grid,
+            lambda lr: keras.optimizers.SGD(schedule(lr), momentum=0.9),
+        ),
+        (
+            "LARS(momentum=0.9)",
+            lars_grid,
+            lambda lr: LARS(
+                schedule(lr), momentum=0.9, weight_decay=lars_wd, exclude="bias"
+            ),
+        ),
+    )
+    methods = _selected(methods, only)
+    ratios = _layer_ratios(build, x_train[:LARGE_BATCH], y_train[:LARGE_BATCH])
+    _table(
+        f"At initialization (seed 0, one batch of {LARGE_BATCH}): each kernel's "
+        f"||w|| / ||g||, {depth} x {width} ReLU MLP, {BACKEND}",
+        ["layer", "||w||", "||g||", "||w|| / ||g||"],
+        [(i, f"{w:.3g}", f"{g:.3g}", f"{r:.3g}") for i, w, g, r in ratios],
+    )
+    spread = max(r[3] for r in ratios) / min(r[3] for r in ratios)
+    print(f"\nspread of ||w|| / ||g|| over the layers (max / min): {spread:.3g}")
+
+    table, summary = [], []
+    for name, grid_, make in methods:
+        means = []
+        for lr in grid_:
+            accs = []
+            for seed in seeds:
+                acc, _ = _fit(
+                    lambda lr=lr, make=make: make(lr),
+                    LARGE_BATCH,
+                    seed,
+                    epochs,
+                    data,
+                    build,
+                )
+                accs.append(acc)
+                print(f"  {name} lr={lr:g} seed {seed}: {acc:.4f}", flush=True)
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            means.append(float(np.mean(accs)))
+            table.append(
+                (
+                    name,
+                    f"{lr:g}",
+                    f"{means[-1]:.4f} ± {sd:.4f}",
+                    " ".join(f"{a:.3f}" for a in accs),
+                )
+            )
+        best = max(means)
+        windows = []
+        for tolerance in WHERE_WINDOWS:
+            low, high = _window(grid_, means, best, tolerance)
+            windows.append(f"{low:g} - {high:g} ({np.log10(high / low):.2g})")
+        summary.append((name, f"{grid_[means.index(best)]:g}", f"{best:.4f}", *windows))
+    _table(
+        f"Deep plain MLP ({depth} x {width} ReLU, no normalization), batch "
+        f"{LARGE_BATCH}, {epochs} epochs ({steps} updates, warmup {warmup} + "
+        f"cosine), validation accuracy vs peak LR ({len(seeds)} seeds: "
+        f"{','.join(map(str, seeds))}), {BACKEND}",
+        ["where:", "peak LR", "val accuracy (mean ± sd)", "per seed"],
+        table,
+    )
+    _table(
+        "Best peak LR, and the LRs whose mean is within 2 (10) points of the "
+        "best mean (lowest - highest, and the decades between them)",
+        [
+            "where: method",
+            "best LR",
+            "best mean",
+            "within 2 points (decades)",
+            "within 10 points (decades)",
+        ],
+        summary,
+    )
+    return table, summary
 
 
 def _plot(results, path, epochs, n_seeds):
@@ -347,12 +509,29 @@ def main():
     parser.add_argument("--parts", default="quality,cost")
     parser.add_argument("--plot", default=None, help="write the accuracy plot here")
     parser.add_argument(
-        "--rows", default="", help="only the quality rows whose label has one of these"
+        "--rows",
+        default="",
+        help="only the quality rows (`where` methods) whose label has one of these",
     )
     parser.add_argument("--lars-lr", type=float, default=None)
     parser.add_argument("--lamb-lr", type=float, default=None)
     parser.add_argument("--lars-grid", default="0.3,1,3,10,30")
     parser.add_argument("--lamb-grid", default="0.01,0.03,0.1,0.3,1")
+    parser.add_argument(
+        "--seeds", default=None, help="seeds of `--parts where` (default 0,1,2)"
+    )
+    parser.add_argument(
+        "--where-epochs",
+        type=int,
+        default=None,
+        help=f"epochs of `--parts where` (default {WHERE_EPOCHS})",
+    )
+    parser.add_argument(
+        "--where-lars-wd",
+        type=float,
+        default=1e-4,
+        help="LARS's weight decay in `--parts where` (default 1e-4)",
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     print(f"keras {keras.__version__}, backend {BACKEND}")
@@ -363,6 +542,10 @@ def main():
         quality(args.quick, args.plot, only, args.lars_lr, args.lamb_lr)
     if "cost" in parts:
         cost(args.quick)
+    if "where" in parts:
+        seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else None
+        only = [k for k in args.rows.split(",") if k]
+        where(args.quick, seeds, args.where_epochs, args.where_lars_wd, only)
 
 
 if __name__ == "__main__":

@@ -76,12 +76,21 @@ def test_lora_benchmark_quick_mode_runs():
 @pytest.mark.slow
 @pytest.mark.backends("jax")
 def test_large_batch_benchmark_quick_mode_runs():
-    out = _run("large_batch.py", "jax")
+    # One process for the three parts: JAX's start-up is paid once.
+    out = _run("large_batch.py", "jax", "--parts", "quality,cost,where")
     rows = [
         line for line in out.splitlines() if line.startswith(("| b32 ", "| b1024 "))
     ]
     assert len(rows) == 6, out  # baseline + five batch-1024 rows
     assert any(line.startswith("| jax |") for line in out.splitlines()), out
+    # `where`: one LR per method in the smoke run, each row and its summary.
+    where = [
+        line
+        for line in out.splitlines()
+        if line.startswith(("| SGD(momentum=0.9) |", "| LARS(momentum=0.9) |"))
+    ]
+    assert len(where) == 4, out
+    assert "spread of ||w|| / ||g||" in out, out
 
 
 @pytest.mark.slow
