@@ -28,7 +28,15 @@ def _replica_safe_cond(pred, update_fn):
     built in a replica context. As Keras's own LossScaleOptimizer does, the
     condition is then evaluated in the cross-replica context and the update
     runs on every replica from there. `pred` is the same on every replica.
+
+    On PyTorch it is a plain `if`: Keras's `ops.cond` there bumps a global
+    name counter that `torch.compile` guards on, so that every step
+    recompiled until dynamo's recompile limit.
     """
+    if keras.backend.backend() == "torch":
+        if bool(pred):
+            update_fn()
+        return
     if keras.backend.backend() == "tensorflow":
         # Imported here, only on TensorFlow: the distribution API has no
         # backend-agnostic equivalent.
