@@ -520,3 +520,21 @@ def test_callable_steps_in_fit_continues_after_save_and_load(tmp_path):
     loaded.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
     assert int(loaded.optimizer.iterations) == 4
     assert _rel_err(loaded.get_weights(), straight.get_weights()) < 1e-6
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch only")
+def test_torch_window_test_is_a_plain_if_not_ops_cond(monkeypatch):
+    # Keras's `ops.cond` on PyTorch bumps a global name counter that
+    # `torch.compile` guards on: a jit-compiled fit recompiled every step.
+    # The window test must not go through it (and still apply each window).
+    def no_cond(*args, **kwargs):
+        raise AssertionError("ops.cond called in the PyTorch train step")
+
+    monkeypatch.setattr(keras.ops, "cond", no_cond)
+    x, y = _data()
+    model = _model()
+    before = [np.array(w) for w in model.get_weights()]
+    optimizer = GradientAccumulation(keras.optimizers.SGD(0.1), steps=2)
+    _fit(optimizer, x, y, batch_size=8, epochs=1, model=model)
+    assert int(optimizer.inner_optimizer.iterations.numpy()) == 2
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
