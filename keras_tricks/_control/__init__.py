@@ -18,12 +18,19 @@ Keras would not do. A diagram of the lifecycle is in `docs/how-it-works.md`.
   - ``kt_origin``: the optimizer step at which this fit's schedule starts
     (it sees ``(iterations - origin) // divisor``; negative when a resumed
     run's optimizer is fresh);
-  - ``kt_flags``: ``[lr_on, momentum_on]``, whether the installed program
-    drives the LR and the momentum right now;
-  - ``kt_scale``: the plateau scale of an installed schedule, on an optimizer
-    that has no LR variable (one created with a Keras schedule);
-  - ``kt_own_scale``: the plateau scale of that optimizer's *own* schedule
-    (`SGD(CosineDecay(...))` + `ReduceLROnPlateau`).
+  - ``kt_control``, one float32 vector of four (Keras's JAX trainer passes
+    every optimizer variable in and out of the jitted step, ~8 us each a
+    step on a CPU, so the float state shares one variable; the code reads
+    its parts as ``state.flags``, ``state.scale``, ``state.own_scale``):
+
+    - ``kt_flags`` = ``kt_control[0:2]``: ``[lr_on, momentum_on]``, whether
+      the installed program drives the LR and the momentum right now;
+    - ``kt_scale`` = ``kt_control[2]``: the plateau scale of an installed
+      schedule, on an optimizer that has no LR variable (one created with a
+      Keras schedule);
+    - ``kt_own_scale`` = ``kt_control[3]``: the plateau scale of that
+      optimizer's *own* schedule (`SGD(CosineDecay(...))` +
+      `ReduceLROnPlateau`).
 
   On an optimizer created with a float LR (the usual case), the scale of an
   installed schedule is carried by the optimizer's **own LR variable**, which

@@ -1,7 +1,9 @@
 """The control state of a base optimizer, and what reads and scales it.
 
-The control variables (`kt_origin`, `kt_flags`, `kt_scale`, `kt_own_scale`)
-and the Python side (`_State`: the program, the lease, host mirrors of the
+The control variables (`kt_origin`, and `kt_control` = the two flags, the
+scale and the own scale in one float32 vector: every optimizer variable costs
+~8 us a step in Keras's JAX trainer, which passes each in and out of the
+jitted step) and the Python side (`_State`: the program, the lease, host mirrors of the
 flags); the scale of the LR in control, wherever it lives, and the values
 the next update will use.
 """
@@ -28,9 +30,15 @@ class _State:
     def __init__(self, opt):
         dtype = opt._iterations.dtype
         self.origin = _control_variable(opt, "kt_origin", (), dtype)
-        self.flags = _control_variable(opt, "kt_flags", (2,), "float32")
-        self.scale = _control_variable(opt, "kt_scale", (), "float32", 1.0)
-        self.own_scale = _control_variable(opt, "kt_own_scale", (), "float32", 1.0)
+        self.control = _control_variable(
+            opt, "kt_control", (4,), "float32", np.asarray([0.0, 0.0, 1.0, 1.0])
+        )
+        # Views of `kt_control`: the LR and momentum flags, the installed
+        # schedule's scale (without an LR variable), the scale of the
+        # optimizer's own schedule.
+        self.flags = _Part(self.control, slice(0, 2))
+        self.scale = _Part(self.control, 2)
+        self.own_scale = _Part(self.control, 3)
         self.program = None
         self.lease = None
         # Host mirrors of the flags (the host sets them): an eager step
@@ -42,10 +50,39 @@ class _State:
         self.released = None
 
 
+class _Part:
+    """A part of a control variable, read and assigned like a variable.
+
+    ``value`` (in the step or on the host) is the part of the variable's
+    value; ``assign`` (host only) writes the whole variable with this part
+    replaced.
+    """
+
+    def __init__(self, variable, index):
+        self.variable = variable
+        self.index = index
+        self.dtype = variable.dtype
+
+    @property
+    def value(self):
+        return self.variable.value[self.index]
+
+    def __getitem__(self, i):
+        return self.value[i]
+
+    def numpy(self):
+        return _host_array(self.variable)[self.index]
+
+    def assign(self, value):
+        whole = np.array(_host_array(self.variable))
+        whole[self.index] = value
+        self.variable.assign(whole)
+
+
 def _control_variable(opt, name, shape, dtype, value=0):
     with keras.name_scope(opt.name, caller=opt):
         variable = keras.Variable(
-            np.full(shape, value, dtype=np.dtype(str(dtype))),
+            np.broadcast_to(np.asarray(value, dtype=np.dtype(str(dtype))), shape).copy(),
             name=name,
             dtype=dtype,
             trainable=False,
@@ -66,41 +103,48 @@ def _state(opt):
     return vars(opt).get(_STATE)
 
 
-def host_scalar(variable):
-    """A scalar variable's value as a Python number.
-
-    The array's own `item()` where it has one (JAX, PyTorch: 3-4 us; Keras's
-    `convert_to_numpy` costs about 20 us on JAX), NumPy otherwise
-    (TensorFlow). Control reads a few of these at every epoch end.
-    """
+def _host_array(variable):
+    """A variable's value as a NumPy array, by the cheapest read: the
+    tensor's own conversion (PyTorch, JAX: a few us; Keras's
+    `convert_to_numpy` costs about 20 us on JAX), or one read op and the
+    tensor's `numpy()` for a tf.Variable (NumPy's conversion of the variable
+    costs twice as much)."""
     value = variable.value
-    item = getattr(value, "item", None)
-    if item is not None:
-        return item()
+    if keras.backend.backend() == "torch":
+        return value.detach().cpu().numpy()
     read = getattr(value, "value", None)
     if callable(read):
-        # A tf.Variable: one read op, then the tensor's own `numpy()` (NumPy's
-        # conversion of the variable costs twice as much).
-        return read().numpy().item()
-    return np.asarray(value).item()
+        return read().numpy()
+    return np.asarray(value)
+
+
+def host_scalar(variable):
+    """A scalar variable's (or `_Part`'s) value as a Python number.
+
+    Control reads a few of these at every epoch end.
+    """
+    if isinstance(variable, _Part):
+        return _host_array(variable.variable)[variable.index].item()
+    return _host_array(variable).item()
 
 
 def set_value(variable, value):
     """``variable.assign(value)``, skipped when the variable holds it already.
 
-    A read costs 3-4 us; an assign from the host about 100 us on JAX (a
-    transfer to the device) and a few on the other backends. Control sets
-    a few variables at each `fit`'s start and end, most often to the value
-    they hold.
+    A read costs a few us; an assign from the host about 100 us on JAX (a
+    transfer to the device). Control sets its variables at each `fit`'s
+    start and end, most often to the value they hold. ``variable`` may be a
+    `_Part` of one.
     """
     wanted = np.asarray(value, dtype=keras.backend.standardize_dtype(variable.dtype))
-    current = variable.value
-    if keras.backend.backend() == "torch":
-        current = current.detach().cpu().numpy()
-    elif callable(getattr(current, "value", None)):
-        current = current.value().numpy()
-    else:
-        current = np.asarray(current)
+    if isinstance(variable, _Part):
+        whole = np.array(_host_array(variable.variable))
+        if np.array_equal(whole[variable.index], wanted):
+            return
+        whole[variable.index] = wanted
+        variable.variable.assign(whole)
+        return
+    current = _host_array(variable)
     if current.shape != wanted.shape or not np.array_equal(current, wanted):
         variable.assign(wanted)
 

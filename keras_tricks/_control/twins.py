@@ -53,7 +53,7 @@ def _lr_and_momentum(self):
         return own, None
     has_var = has_lr_variable(self)
     if not has_var:
-        own = ops.multiply(own, state.own_scale)
+        own = ops.multiply(own, state.own_scale.value)
     program = state.program
     if program is None:
         return own, None
@@ -67,14 +67,14 @@ def _lr_and_momentum(self):
     if has_var:
         ratio = ops.divide(self._learning_rate, program.peak)
     else:
-        ratio = state.scale
+        ratio = state.scale.value
     scheduled = ops.multiply(lr, ratio)
-    lr = ops.where(ops.greater(state.flags[0], 0.0), scheduled, ops.cast(own, "float32"))
+    lr = ops.where(ops.greater(state.flags.value[0], 0.0), scheduled, ops.cast(own, "float32"))
     if momentum is not None:
         # The user's value where the momentum function is off.
         name = vars(self).get("_kt_momentum_attr")
         raw = vars(self).get(name, 0.0) if name else 0.0
-        momentum = ops.where(ops.greater(state.flags[1], 0.0), momentum, raw)
+        momentum = ops.where(ops.greater(state.flags.value[1], 0.0), momentum, raw)
     return lr, momentum
 
 
