@@ -323,10 +323,17 @@ def restore(saved):
         if state is None or "origin" not in entry:
             continue
         state.origin.assign(entry["origin"])
-        state.scale.assign(entry["scale"])
-        state.own_scale.assign(entry["own_scale"])
-        state.flags.assign(
-            np.asarray([float(entry["lr_on"]), float(entry["momentum_on"])], "float32")
+        # `kt_control` at once: [flags, scale, own scale].
+        state.control.assign(
+            np.asarray(
+                [
+                    float(entry["lr_on"]),
+                    float(entry["momentum_on"]),
+                    entry["scale"],
+                    entry["own_scale"],
+                ],
+                "float32",
+            )
         )
         state.lr_on, state.momentum_on = entry["lr_on"], entry["momentum_on"]
         state.lease = entry["lease"]

@@ -73,8 +73,11 @@ class _Part:
     def numpy(self):
         return _host_array(self.variable)[self.index]
 
-    def assign(self, value):
-        whole = np.array(_host_array(self.variable))
+    def assign(self, value, whole=None):
+        """Write ``value`` into this part; ``whole``: the variable's value,
+        already read on the host (a NumPy array this may modify)."""
+        if whole is None:
+            whole = np.array(_host_array(self.variable))
         whole[self.index] = value
         self.variable.assign(whole)
 
@@ -124,7 +127,7 @@ def host_scalar(variable):
     Control reads a few of these at every epoch end.
     """
     if isinstance(variable, _Part):
-        return _host_array(variable.variable)[variable.index].item()
+        return variable.numpy().item()
     return _host_array(variable).item()
 
 
@@ -139,10 +142,8 @@ def set_value(variable, value):
     wanted = np.asarray(value, dtype=keras.backend.standardize_dtype(variable.dtype))
     if isinstance(variable, _Part):
         whole = np.array(_host_array(variable.variable))
-        if np.array_equal(whole[variable.index], wanted):
-            return
-        whole[variable.index] = wanted
-        variable.variable.assign(whole)
+        if not np.array_equal(whole[variable.index], wanted):
+            variable.assign(wanted, whole)
         return
     current = _host_array(variable)
     if current.shape != wanted.shape or not np.array_equal(current, wanted):
@@ -246,7 +247,7 @@ def current_momentum(optimizer):
     value = getattr(bases[0], name)
     if callable(value):
         value = value()
-    return float(ops.convert_to_numpy(value))
+    return _as_float(value)
 
 
 def user_momentum(opt):
