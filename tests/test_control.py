@@ -398,3 +398,57 @@ def test_swa_lr_phase_runs_through_the_control_core():
     np.testing.assert_allclose(rec.lr[2 * SPE :], 0.01, rtol=1e-5)
     assert _control.current_lr(model.optimizer) == pytest.approx(0.1)
     assert _control.current_momentum(model.optimizer) == pytest.approx(0.9)
+
+
+# --- refits: the program in place is reused, its host tables fit this fit ------
+
+
+def test_a_refit_reuses_the_program_and_a_longer_fit_gets_its_own_tables():
+    """The same callback in a second `fit` of the same length reuses the
+    installed program (no host tables rebuilt); a longer `fit` of the same
+    schedule (explicit `total_steps`) gets tables that reach its last step, so
+    the logged "lr" follows the schedule to the end (the table of
+    the first fit, clamped, held it at the first fit's last step on JAX), and
+    traces as plain Keras does (TensorFlow: once more, for the longer table)."""
+    model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    cb = ktc.OneCycle(max_lr=0.05, total_steps=10 * SPE)
+    _fit(model, [cb], epochs=2)
+    first = _control._state(model.optimizer).program
+    _fit(model, [cb], epochs=2)
+    assert _control._state(model.optimizer).program is first
+    history, rec = _fit(model, [cb], epochs=6)
+    assert _control._state(model.optimizer).program.table_size >= 6 * SPE + 1
+    want = ops.convert_to_numpy(cb.schedule(np.arange(6 * SPE)))
+    np.testing.assert_allclose(rec.lr, want, rtol=1e-5)
+    logged = history.history["lr"]
+    # Keras logs the LR after each epoch's last update: the next step's.
+    ends = ops.convert_to_numpy(cb.schedule(np.arange(1, 7) * SPE))
+    np.testing.assert_allclose(logged, ends, rtol=1e-5)
+
+    plain = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    for epochs in (2, 2, 6):
+        _fit(plain, [], epochs=epochs)
+    if BACKEND != "torch":  # eager PyTorch: `call` runs every step
+        # TensorFlow's step reads the table: the longer fit's traces once more.
+        extra = 1 if BACKEND == "tensorflow" else 0
+        assert model.counter.traces == plain.counter.traces + extra
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's donated buffers")
+def test_host_assign_gives_each_variable_its_own_buffer():
+    """Keras's JAX trainer donates the optimizer's variables to the step: a
+    buffer shared by two variables would be deleted under the other one."""
+    from keras_tricks._control.state import _jax_put, host_assign
+
+    value = np.asarray([1.0, 2.0], "float32")
+    a, b = _jax_put(value), _jax_put(value)
+    assert a.unsafe_buffer_pointer() != b.unsafe_buffer_pointer()
+    model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    _fit(model, [ktc.OneCycle(max_lr=0.05), _reducer()], epochs=2)
+    state = _control._state(model.optimizer)
+    host_assign(model.optimizer._learning_rate, state.control.value[2])
+    host_assign(state.origin, 0)
+    # Two fits in a row over the assigned variables: no "Array has been deleted".
+    _fit(model, [ktc.OneCycle(max_lr=0.05), _reducer()], epochs=2)
+    _fit(model, [], epochs=1)
+    assert np.isfinite(_control.current_lr(model.optimizer))

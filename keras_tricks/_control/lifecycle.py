@@ -27,6 +27,7 @@ from keras_tricks._control.state import (
     _State,
     _state,
     current_lr,
+    host_assign,
     host_scalar,
     schedule_scale,
     set_schedule_scale,
@@ -161,9 +162,15 @@ def install(model, program, eager=None):
     placed = None
     for opt in base_optimizers(optimizer):
         state = _state(opt)
-        if state.program is None or program.key is None or state.program.key != program.key:
+        placed = state.program
+        if placed is None or program.key is None or placed.key != program.key:
             state.program = program
             changed = True
+        elif placed.table_size != program.table_size:
+            # The same trace (equal keys) with host tables of another length
+            # (JAX's: the step computes the schedule, the table length is not
+            # in the key): this program's tables, nothing to retrace.
+            state.program = program
         if state.eager != eager:
             state.eager = eager
             changed = True
@@ -259,7 +266,7 @@ def last_schedule(optimizer):
             state.flags.assign(np.zeros((2,), "float32"))
             state.lr_on = state.momentum_on = False
             if lr is not None:
-                opt._learning_rate.assign(lr)
+                host_assign(opt._learning_rate, lr)
             state.scale.assign(scale)
 
 
@@ -319,12 +326,13 @@ def restore(saved):
         opt = entry["opt"]
         state = _state(opt)
         if "lr" in entry:
-            opt._learning_rate.assign(entry["lr"])
+            host_assign(opt._learning_rate, entry["lr"])
         if state is None or "origin" not in entry:
             continue
-        state.origin.assign(entry["origin"])
+        host_assign(state.origin, entry["origin"])
         # `kt_control` at once: [flags, scale, own scale].
-        state.control.assign(
+        host_assign(
+            state.control,
             np.asarray(
                 [
                     float(entry["lr_on"]),
@@ -333,7 +341,7 @@ def restore(saved):
                     entry["own_scale"],
                 ],
                 "float32",
-            )
+            ),
         )
         state.lr_on, state.momentum_on = entry["lr_on"], entry["momentum_on"]
         state.lease = entry["lease"]

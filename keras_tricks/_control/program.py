@@ -44,6 +44,7 @@ class Program:
         self.momentum_fn = momentum
         self.divisor = int(divisor)
         self.key = key
+        self.table_size = int(table_size) if table_size else None
         self._lr_table = self._momentum_table = None
         self._host_lr = self._host_momentum = None
         if table_size:

@@ -83,6 +83,14 @@ def make_program(model, schedule, momentum, divisor, table_size):
             table_size if device_table else None,
             backend,
         )
+    if key is not None:
+        # The same schedule as the program in place (a refit): its tables
+        # are this fit's already (~0.5 ms saved a fit).
+        bases = _control.base_optimizers(model.optimizer)
+        state = _control._state(bases[0]) if bases else None
+        placed = state.program if state is not None else None
+        if placed is not None and placed.key == key and placed.table_size == table_size:
+            return placed
     return _control.Program(
         schedule,
         momentum=momentum,
