@@ -17,6 +17,12 @@ step, so no trace count is shown there):
 * `WarmupCosine+RLROP`: `WarmupCosine` with `ReduceLROnPlateau(patience=1)`
   reducing at every epoch end, in both fits;
 
+Each ratio is the median over rounds of a refit's time divided by its
+reference's in the same round, in wall time and in CPU time
+(`time.process_time`: every thread of the process, so the backend's own
+threads count; a shared machine's other load does not, which makes its
+quartiles two to three times narrower than wall time's);
+
 and the fixed cost of building the host tables of a 100,000-step `OneCycle`
 program at `fit` start (`_control.Program`, NumPy).
 
@@ -108,16 +114,19 @@ def _build(config, epochs, seed):
     for callback in callbacks:
         _time_hooks(callback, hooks)
 
+    cpu = []
+
     def fit(cbs):
         gc.collect()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=cbs)
+        cpu.append(time.process_time() - start_cpu)
         return time.perf_counter() - start
 
     first = fit(callbacks)
     hooks["seconds"] = 0.0
     return {"fit": fit, "callbacks": callbacks, "counter": counter, "first": first,
-            "traces_first": counter.traces, "hooks": hooks}
+            "traces_first": counter.traces, "hooks": hooks, "cpu": cpu}
 
 
 def _time_hooks(callback, total):
@@ -151,6 +160,8 @@ def _rounds(configs, epochs, rounds, seed=0):
     built = {c: _build(c, epochs, seed) for c in configs}
     refits = {c: [] for c in configs}
     traces_refit = {}
+    for b in built.values():
+        b["cpu"].clear()
     for r in range(rounds):
         for config in configs if r % 2 == 0 else configs[::-1]:
             b = built[config]
@@ -165,6 +176,7 @@ def _rounds(configs, epochs, rounds, seed=0):
         out[config] = {
             "first": b["first"],
             "refits": refits[config],
+            "refits_cpu": b["cpu"][:rounds],
             "plain_after": after,
             "traces": [b["traces_first"], traces_refit[config], b["counter"].traces - before],
             "hooks_ms": 1e3 * b["hooks"]["seconds"] / max(rounds, 1),
@@ -212,9 +224,10 @@ def _print(per_backend):
     print(
         "| backend | config | first fit (s) | refit (s, median) | ÷ reference refit "
         "(median of rounds) | quartiles of the ratio | reference | our hooks "
-        "(ms a refit) | plain fit after (s) | traces: fit, refit, plain after |"
+        "(ms a refit) | CPU time ÷ reference (median, quartiles) | plain fit after (s) "
+        "| traces: fit, refit, plain after |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for data in per_backend:
         backend = data["backend"]
         res = data["results"]
@@ -223,12 +236,20 @@ def _print(per_backend):
             refit = statistics.median(res[config]["refits"])
             ratios = [a / b for a, b in zip(res[config]["refits"], res[ref]["refits"])]
             low, high = _quartiles(ratios)
+            cpu = [
+                a / b
+                for a, b in zip(res[config]["refits_cpu"], res[ref]["refits_cpu"])
+                if b > 0
+            ] or [float("nan")]
+            cpu_low, cpu_high = _quartiles(cpu)
             traces = res[config]["traces"]
             shown = "eager" if backend == "torch" else ", ".join(map(str, traces))
             print(
                 f"| {backend} | {config} | {res[config]['first']:.3f} | {refit:.3f} "
                 f"| {statistics.median(ratios):.3f} | {low:.2f}-{high:.2f} | {ref} "
-                f"| {res[config]['hooks_ms']:.2f} | {res[config]['plain_after']:.3f} "
+                f"| {res[config]['hooks_ms']:.2f} "
+                f"| {statistics.median(cpu):.3f} ({cpu_low:.2f}-{cpu_high:.2f}) "
+                f"| {res[config]['plain_after']:.3f} "
                 f"| {shown} |"
             )
     print()

@@ -7,6 +7,7 @@ traces each of them costs against plain Keras.
 """
 
 import gc
+import time
 import warnings
 import weakref
 
@@ -441,6 +442,12 @@ def test_host_assign_gives_each_variable_its_own_buffer():
     from keras_tricks._control.state import _jax_put, host_assign
 
     value = np.asarray([1.0, 2.0], "float32")
+    # The jitted identity compiles in a background thread; until then None
+    # (the caller assigns the NumPy array).
+    deadline = time.monotonic() + 60
+    while _jax_put(value) is None:
+        assert time.monotonic() < deadline, "the identity never compiled"
+        time.sleep(0.01)
     a, b = _jax_put(value), _jax_put(value)
     assert a.unsafe_buffer_pointer() != b.unsafe_buffer_pointer()
     model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
