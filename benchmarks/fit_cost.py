@@ -20,8 +20,9 @@ step, so no trace count is shown there):
 Each ratio is the median over rounds of a refit's time divided by its
 reference's in the same round, in wall time and in CPU time
 (`time.process_time`: every thread of the process, so the backend's own
-threads count; a shared machine's other load does not, which makes its
-quartiles two to three times narrower than wall time's);
+threads count and a shared machine's other processes do not; on the 2-core
+VM of docs/benchmarks/fit-cost.md its quartiles were no narrower than wall
+time's);
 
 and the fixed cost of building the host tables of a 100,000-step `OneCycle`
 program at `fit` start (`_control.Program`, NumPy).
