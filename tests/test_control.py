@@ -448,8 +448,15 @@ def test_host_assign_gives_each_variable_its_own_buffer():
     while _jax_put(value) is None:
         assert time.monotonic() < deadline, "the identity never compiled"
         time.sleep(0.01)
-    a, b = _jax_put(value), _jax_put(value)
+    (a,), (b,) = _jax_put(value), _jax_put(value)
     assert a.unsafe_buffer_pointer() != b.unsafe_buffer_pointer()
+    # Several arrays in one call (release, start): one new buffer each.
+    pair = (value, value.copy())
+    while _jax_put(*pair) is None:
+        assert time.monotonic() < deadline, "the identity never compiled"
+        time.sleep(0.01)
+    c, d = _jax_put(*pair)
+    assert c.unsafe_buffer_pointer() != d.unsafe_buffer_pointer()
     model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
     _fit(model, [ktc.OneCycle(max_lr=0.05), _reducer()], epochs=2)
     state = _control._state(model.optimizer)
@@ -459,3 +466,55 @@ def test_host_assign_gives_each_variable_its_own_buffer():
     _fit(model, [ktc.OneCycle(max_lr=0.05), _reducer()], epochs=2)
     _fit(model, [], epochs=1)
     assert np.isfinite(_control.current_lr(model.optimizer))
+
+
+def test_host_reads_follow_every_write_of_a_variable():
+    """Control's host reads (cached on JAX while a variable holds the same
+    array) see writes by Keras, by the train step and by control itself."""
+    from keras_tricks._control.state import _host_array, host_assign, host_scalar
+
+    model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    _fit(model, [ktc.OneCycle(max_lr=0.05)], epochs=1)
+    opt = model.optimizer
+    lr = opt._learning_rate
+    assert host_scalar(lr) == pytest.approx(0.1)
+    lr.assign(0.25)  # Keras's own assign, not control's
+    assert host_scalar(lr) == pytest.approx(0.25)
+    host_assign(lr, 0.5)
+    assert host_scalar(lr) == pytest.approx(0.5)
+    before = host_scalar(opt._iterations)
+    _fit(model, [], epochs=1)
+    assert host_scalar(opt._iterations) == before + SPE
+    assert host_scalar(lr) == pytest.approx(0.5)
+    state = _control._state(opt)
+    state.scale.assign(0.75)
+    assert host_scalar(state.scale) == pytest.approx(0.75)
+    # [flags, scale, own scale] (and on JAX the origin's halves).
+    np.testing.assert_allclose(_host_array(state.control)[:4], [0.0, 0.0, 0.75, 1.0])
+
+
+@pytest.mark.parametrize(
+    "origin", [0, 5, -7, 2**24 - 1, 2**24, 2**24 + 7, -(2**24) - 3, 2**40 + 11, -(2**47)]
+)
+def test_an_origin_round_trips_exactly_through_its_halves(origin):
+    """JAX keeps the origin in `kt_control` as two float32 halves; each must
+    be exact (float32 alone rounds 2**24 + 7 to 2**24 + 8)."""
+    from keras_tricks._control.state import _Origin
+
+    part = _Origin(keras.Variable(np.zeros((6,), "float32")), "int64")
+    entries = part.encode(origin)
+    assert entries.dtype == np.float32
+    assert 0 <= entries[1] < 2**24
+    assert int(part.decode(entries)) == origin
+
+
+def test_a_schedule_starts_exactly_on_a_step_counter_past_float32s_integers():
+    """The origin of a fit on an optimizer past 2**24 steps is exact in the
+    compiled step: the schedule runs from its step 0, not 1 off."""
+    model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    model.optimizer.iterations.assign(2**24 + 7)
+    cb = ktc.OneCycle(max_lr=0.05)
+    _, rec = _fit(model, [cb], epochs=2)
+    expected = ops.convert_to_numpy(cb.schedule(np.arange(2 * SPE)))
+    np.testing.assert_allclose(rec.lr, expected, rtol=1e-5)
+    assert _control.iterations(model.optimizer) == 2**24 + 7 + 2 * SPE

@@ -17,11 +17,13 @@ Keras would not do. A diagram of the lifecycle is in `docs/how-it-works.md`.
 
   - ``kt_origin``: the optimizer step at which this fit's schedule starts
     (it sees ``(iterations - origin) // divisor``; negative when a resumed
-    run's optimizer is fresh);
-  - ``kt_control``, one float32 vector of four (Keras's JAX trainer passes
-    every optimizer variable in and out of the jitted step, ~8 us each a
-    step on a CPU, so the float state shares one variable; the code reads
-    its parts as ``state.flags``, ``state.scale``, ``state.own_scale``):
+    run's optimizer is fresh). On JAX it is ``kt_control[4:6]`` instead,
+    two exact float32 halves (``origin = hi * 2**24 + lo``, `state._Origin`);
+  - ``kt_control``, one float32 vector of four (six on JAX: Keras's JAX
+    trainer passes every optimizer variable in and out of the jitted step,
+    ~8 us each a step on a CPU, so the state shares one variable; the code
+    reads its parts as ``state.flags``, ``state.scale``,
+    ``state.own_scale``, ``state.origin``):
 
     - ``kt_flags`` = ``kt_control[0:2]``: ``[lr_on, momentum_on]``, whether
       the installed program drives the LR and the momentum right now;
@@ -51,6 +53,13 @@ Keras would not do. A diagram of the lifecycle is in `docs/how-it-works.md`.
   `fit`, any plateau reduction, a plain `fit` afterwards and a resume trace
   nothing that plain Keras would not. The program stays installed after its
   fit, switched off by ``kt_flags``.
+
+**Host reads and writes.** The host reads and writes these variables at
+`fit`'s start and end, at epoch ends and at plateau reductions, never per
+batch. On JAX a read is served from the host copy of the array last read or
+written while the variable still holds that array (JAX arrays are
+immutable: each update replaces them), and the values one verb changes go
+to the device in one call (`state.set_values`, `state.host_assign_many`).
 
 **Saving.** The control variables are *not* saved: an optimizer's saved
 variables must be exactly Keras's, because Keras skips loading *all* of them

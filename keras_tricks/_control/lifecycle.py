@@ -28,10 +28,12 @@ from keras_tricks._control.state import (
     _state,
     current_lr,
     host_assign,
+    host_assign_many,
     host_scalar,
     schedule_scale,
+    schedule_scale_target,
     set_schedule_scale,
-    set_value,
+    set_values,
 )
 from keras_tricks._control.twins import _controlled_class
 
@@ -191,10 +193,12 @@ def start(optimizer, origin, lr_on=True, momentum_on=False, scale=None):
     """
     for opt in base_optimizers(optimizer):
         state = _state(opt)
-        set_value(state.origin, int(origin))
+        pairs = [(state.origin, int(origin))]
         if scale is not None:
-            set_schedule_scale(opt, scale)
-        set_value(state.flags, [float(lr_on), float(momentum_on)])
+            pairs.append(schedule_scale_target(opt, scale))
+        pairs.append((state.flags, [float(lr_on), float(momentum_on)]))
+        # One transfer on JAX for every value that changes.
+        set_values(pairs)
         state.lr_on, state.momentum_on = bool(lr_on), bool(momentum_on)
 
 
@@ -281,12 +285,12 @@ def _release_one(opt, state, ended=False):
         "momentum_on": state.momentum_on,
         "ended": ended,
     }
-    if state.lr_on or state.momentum_on:
-        set_value(state.flags, [0.0, 0.0])
-    state.lr_on = state.momentum_on = False
+    pairs = [(state.flags, [0.0, 0.0]), (state.scale, 1.0)]
     if lease_.user_lr is not None and has_lr_variable(opt):
-        set_value(opt._learning_rate, lease_.user_lr)
-    set_value(state.scale, 1.0)
+        pairs.append((opt._learning_rate, lease_.user_lr))
+    # One transfer on JAX for every value that changes.
+    set_values(pairs)
+    state.lr_on = state.momentum_on = False
     state.lease = None
 
 
@@ -325,24 +329,19 @@ def restore(saved):
     for entry in saved:
         opt = entry["opt"]
         state = _state(opt)
+        pairs = []
         if "lr" in entry:
-            host_assign(opt._learning_rate, entry["lr"])
+            pairs.append((opt._learning_rate, entry["lr"]))
         if state is None or "origin" not in entry:
+            host_assign_many(pairs)
             continue
-        host_assign(state.origin, entry["origin"])
-        # `kt_control` at once: [flags, scale, own scale].
-        host_assign(
-            state.control,
-            np.asarray(
-                [
-                    float(entry["lr_on"]),
-                    float(entry["momentum_on"]),
-                    entry["scale"],
-                    entry["own_scale"],
-                ],
-                "float32",
-            ),
-        )
+        pairs += [
+            (state.origin, entry["origin"]),
+            (state.flags, [float(entry["lr_on"]), float(entry["momentum_on"])]),
+            (state.scale, entry["scale"]),
+            (state.own_scale, entry["own_scale"]),
+        ]
+        host_assign_many(pairs)
         state.lr_on, state.momentum_on = entry["lr_on"], entry["momentum_on"]
         state.lease = entry["lease"]
 

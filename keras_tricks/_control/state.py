@@ -30,10 +30,22 @@ class _State:
 
     def __init__(self, opt):
         dtype = opt._iterations.dtype
-        self.origin = _control_variable(opt, "kt_origin", (), dtype)
-        self.control = _control_variable(
-            opt, "kt_control", (4,), "float32", np.asarray([0.0, 0.0, 1.0, 1.0])
-        )
+        if keras.backend.backend() == "jax":
+            # The origin in `kt_control` too, as two exact float32 halves:
+            # one optimizer variable fewer to pass through every step.
+            self.control = _control_variable(
+                opt,
+                "kt_control",
+                (6,),
+                "float32",
+                np.asarray([0.0, 0.0, 1.0, 1.0, 0.0, 0.0]),
+            )
+            self.origin = _Origin(self.control, dtype)
+        else:
+            self.origin = _control_variable(opt, "kt_origin", (), dtype)
+            self.control = _control_variable(
+                opt, "kt_control", (4,), "float32", np.asarray([0.0, 0.0, 1.0, 1.0])
+            )
         # Views of `kt_control`: the LR and momentum flags, the installed
         # schedule's scale (without an LR variable), the scale of the
         # optimizer's own schedule.
@@ -71,16 +83,48 @@ class _Part:
     def __getitem__(self, i):
         return self.value[i]
 
-    def numpy(self):
-        return _host_array(self.variable)[self.index]
+    def encode(self, value):
+        """``value`` as the entries of the whole variable at ``index``."""
+        return np.asarray(value, dtype=np.float32)
 
-    def assign(self, value, whole=None):
-        """Write ``value`` into this part; ``whole``: the variable's value,
-        already read on the host (a NumPy array this may modify)."""
-        if whole is None:
-            whole = np.array(_host_array(self.variable))
-        whole[self.index] = value
-        host_assign(self.variable, whole)
+    def decode(self, entries):
+        return entries
+
+    def numpy(self):
+        return self.decode(_host_array(self.variable)[self.index])
+
+    def assign(self, value):
+        """Write ``value`` into this part (one transfer)."""
+        host_assign_many([(self, value)])
+
+
+_HALF = 2**24
+
+
+class _Origin(_Part):
+    """The origin (an integer step, negative on a resumed run's fresh
+    optimizer) as ``kt_control[4:6]`` = ``[hi, lo]``, ``origin = hi * 2**24 +
+    lo`` with ``0 <= lo < 2**24``: both halves are exact in float32 for any
+    origin of magnitude below 2**48. On JAX only (see `_State`)."""
+
+    def __init__(self, variable, dtype):
+        super().__init__(variable, slice(4, 6))
+        self.dtype = dtype
+
+    @property
+    def value(self):
+        entries = self.variable.value
+        hi = ops.cast(entries[4], self.dtype)
+        lo = ops.cast(entries[5], self.dtype)
+        return ops.add(ops.multiply(hi, _HALF), lo)
+
+    def encode(self, value):
+        value = int(value)
+        hi = value // _HALF
+        return np.asarray([hi, value - hi * _HALF], dtype=np.float32)
+
+    def decode(self, entries):
+        return np.int64(int(entries[0]) * _HALF + int(entries[1]))
 
 
 def _control_variable(opt, name, shape, dtype, value=0):
@@ -107,56 +151,87 @@ def _state(opt):
     return vars(opt).get(_STATE)
 
 
+_READ = "_kt_read"
+
+
 def _host_array(variable):
-    """A variable's value as a NumPy array, by the cheapest read: the
-    tensor's own conversion (PyTorch, JAX: a few us; Keras's
+    """A variable's value as a NumPy array (read-only), by the cheapest read:
+    the tensor's own conversion (PyTorch, JAX: a few us; Keras's
     `convert_to_numpy` costs about 20 us on JAX), or one read op and the
     tensor's `numpy()` for a tf.Variable (NumPy's conversion of the variable
-    costs twice as much)."""
+    costs twice as much).
+
+    On JAX a variable's value is an immutable array that each update (and
+    each assign) replaces: the host copy of the array last read (or
+    assigned) by control is kept on the variable and served while the
+    variable still holds that array. The callbacks at an epoch's end then
+    share one transfer of ``iterations`` and of the LR, a few ~10 us reads
+    each (a cold read in a `fit` costs 3x a warm one).
+    """
     value = variable.value
     if keras.backend.backend() == "torch":
         return value.detach().cpu().numpy()
     read = getattr(value, "value", None)
     if callable(read):
         return read().numpy()
-    return np.asarray(value)
+    cached = getattr(variable, _READ, None)
+    if cached is not None and cached[0] is value:
+        return cached[1]
+    array = np.asarray(value)
+    _remember(variable, value, array)
+    return array
+
+
+def _remember(variable, value, array):
+    """Keep ``array`` as the host copy of the JAX array ``value`` that
+    ``variable`` holds (see `_host_array`)."""
+    if keras.backend.backend() != "jax":
+        return
+    array = np.array(array)
+    array.flags.writeable = False
+    try:
+        setattr(variable, _READ, (value, array))
+    except AttributeError:  # pragma: no cover - a variable with __slots__
+        pass
 
 
 _JAX_PUT = {"fn": None, "ready": set(), "started": set()}
 
 
-def _jax_put(array):
-    """A NumPy array as a new JAX array by a jitted identity, or None.
+def _jax_put(*arrays):
+    """NumPy arrays as new JAX arrays by one call of a jitted identity (a
+    tuple), or None.
 
-    ~30 us in a `fit` against ~150 us for Keras's conversion
-    (`jnp.asarray`): about 1 ms a refit with a plateau callback. Compiling
-    the identity costs ~16 ms for each shape and dtype, once a process: it
-    runs in a background thread, and until it is done the caller assigns
-    the NumPy array (None here), so a first `fit` waits for no compile. The
-    result is always a new buffer: Keras's JAX trainer donates the
-    optimizer's variables to the step, so a value must never be shared.
+    ~50 us in a `fit` whatever the number of arrays, against ~90 us for
+    each by Keras's conversion (`jnp.asarray`). Compiling the identity costs
+    ~16 ms for each signature (the arrays' dtypes and shapes), once a
+    process: it runs in a background thread, and until it is done the
+    caller assigns the NumPy arrays (None here), so a first `fit` waits for
+    no compile. The results are always new buffers: Keras's JAX trainer
+    donates the optimizer's variables to the step, so a value must never be
+    shared.
     """
-    signature = (array.dtype.str, array.shape)
+    signature = tuple((a.dtype.str, a.shape) for a in arrays)
     if signature in _JAX_PUT["ready"]:
-        return _JAX_PUT["fn"](array)
+        return _JAX_PUT["fn"](*arrays)
     if signature not in _JAX_PUT["started"]:
         _JAX_PUT["started"].add(signature)
         if _JAX_PUT["fn"] is None:
             import jax
 
-            _JAX_PUT["fn"] = jax.jit(lambda x: x)
+            _JAX_PUT["fn"] = jax.jit(lambda *xs: xs)
         threading.Thread(
-            target=_compile_put, args=(array.dtype, array.shape), name="keras_tricks-put"
+            target=_compile_put, args=(signature,), name="keras_tricks-put"
         ).start()
     return None
 
 
-def _compile_put(dtype, shape):
+def _compile_put(signature):
     try:
-        _JAX_PUT["fn"](np.zeros(shape, dtype))
+        _JAX_PUT["fn"](*(np.zeros(shape, dtype) for dtype, shape in signature))
     except Exception:  # noqa: BLE001 - the NumPy assign stays, correct and slower
         return
-    _JAX_PUT["ready"].add((np.dtype(dtype).str, tuple(shape)))
+    _JAX_PUT["ready"].add(signature)
 
 
 def host_assign(variable, value):
@@ -166,16 +241,52 @@ def host_assign(variable, value):
     Control assigns its variables (and an LR variable) from the host at each
     `fit`'s start and end, and at each plateau reduction.
     """
-    if isinstance(variable, _Part):
-        variable.assign(value)
+    host_assign_many([(variable, value)])
+
+
+def host_assign_many(pairs):
+    """Assign each ``(variable, value)`` pair (a variable may be a `_Part`:
+    the parts of one variable are written together), with one transfer on
+    JAX for them all. A whole variable's value replaces what earlier pairs
+    wrote into it."""
+    wholes = {}
+    for target, value in pairs:
+        variable = target.variable if isinstance(target, _Part) else target
+        entry = wholes.get(id(variable))
+        if isinstance(target, _Part):
+            if entry is None:
+                whole = np.array(_host_array(variable), dtype=np.float32)
+                entry = wholes[id(variable)] = [variable, whole]
+            entry[1][target.index] = target.encode(value)
+        else:
+            dtype = _np_dtype(variable)
+            wholes[id(variable)] = [variable, np.asarray(value, dtype=dtype)]
+    _assign_wholes([(variable, whole) for variable, whole in wholes.values()])
+
+
+_NP_DTYPES = {}
+
+
+def _np_dtype(variable):
+    """The NumPy dtype of a variable (Keras's standardization, cached: it
+    costs ~15 us a call in a `fit`)."""
+    name = variable.dtype
+    dtype = _NP_DTYPES.get(name)
+    if dtype is None:
+        dtype = _NP_DTYPES[name] = np.dtype(keras.backend.standardize_dtype(name))
+    return dtype
+
+
+def _assign_wholes(pairs):
+    if not pairs:
         return
-    dtype = np.dtype(keras.backend.standardize_dtype(variable.dtype))
-    value = np.asarray(value, dtype=dtype)
+    values = [np.asarray(whole) for _, whole in pairs]
+    puts = values
     if keras.backend.backend() == "jax":
-        put = _jax_put(value)
-        if put is not None:
-            value = put
-    variable.assign(value)
+        puts = _jax_put(*values) or values
+    for (variable, _), value, put in zip(pairs, values, puts):
+        variable.assign(put)
+        _remember(variable, variable.value, value)
 
 
 def host_scalar(variable):
@@ -196,15 +307,33 @@ def set_value(variable, value):
     start and end, most often to the value they hold. ``variable`` may be a
     `_Part` of one.
     """
-    wanted = np.asarray(value, dtype=keras.backend.standardize_dtype(variable.dtype))
-    if isinstance(variable, _Part):
-        whole = np.array(_host_array(variable.variable))
-        if not np.array_equal(whole[variable.index], wanted):
-            variable.assign(wanted, whole)
-        return
-    current = _host_array(variable)
-    if current.shape != wanted.shape or not np.array_equal(current, wanted):
-        host_assign(variable, wanted)
+    set_values([(variable, value)])
+
+
+def set_values(pairs):
+    """`set_value` for several ``(variable or part, value)`` pairs: those
+    whose variable does not hold the value yet are assigned, with one
+    transfer on JAX for them all."""
+    wholes = {}
+    for target, value in pairs:
+        variable = target.variable if isinstance(target, _Part) else target
+        entry = wholes.get(id(variable))
+        if entry is None:
+            current = _host_array(variable)
+            entry = wholes[id(variable)] = [variable, current, False]
+        if isinstance(target, _Part):
+            wanted = target.encode(value)
+            if entry[1][target.index].tolist() != wanted.tolist():
+                if not entry[2]:
+                    entry[1] = np.array(entry[1])
+                entry[1][target.index] = wanted
+                entry[2] = True
+        else:
+            wanted = np.asarray(value, dtype=_np_dtype(variable))
+            if entry[1].shape != wanted.shape or entry[1].tolist() != wanted.tolist():
+                entry[1] = wanted
+                entry[2] = True
+    _assign_wholes([(v, whole) for v, whole, changed in wholes.values() if changed])
 
 
 def schedule_scale(opt):
@@ -218,11 +347,16 @@ def schedule_scale(opt):
 
 
 def set_schedule_scale(opt, scale):
+    set_values([schedule_scale_target(opt, scale)])
+
+
+def schedule_scale_target(opt, scale):
+    """The ``(variable or part, value)`` that gives the installed schedule of
+    ``opt`` the scale ``scale`` (for `set_values`)."""
     state = _state(opt)
     if has_lr_variable(opt):
-        set_value(opt._learning_rate, float(np.float32(state.program.peak)) * float(scale))
-    else:
-        set_value(state.scale, float(scale))
+        return opt._learning_rate, float(np.float32(state.program.peak)) * float(scale)
+    return state.scale, float(scale)
 
 
 def get_lr_scale(optimizer):

@@ -36,9 +36,10 @@ def _values_in_apply(self):
 
 def _shifted(self, state):
     iterations = self._iterations
-    origin = state.origin
+    # A variable, or (JAX) the part of `kt_control` that holds it.
+    origin = state.origin.value
     if state.eager:
-        return iterations.value - origin.value
+        return iterations.value - origin
     return ops.subtract(iterations, origin)
 
 
