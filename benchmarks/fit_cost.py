@@ -74,6 +74,13 @@ def _parse():
         help="CPU threads per backend (0: the backend's default). Defaults to 1, "
         "as overhead.py: steadier figures on a shared machine.",
     )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin each backend's process to one CPU core (Linux). Pinned, "
+        "the quartiles of a ratio were ~3x narrower on the 2-core VM of "
+        "docs/benchmarks/fit-cost.md (no thread migrates between cores).",
+    )
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -299,6 +306,11 @@ def main():
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         from overhead import _limit_threads
 
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        if not args.no_pin and len(cores) > 1:
+            # The last core (the first one takes most interrupts), before the
+            # backend starts its threads: they inherit it.
+            os.sched_setaffinity(0, {cores[-1]})
         _limit_threads(args.threads)
         print(json.dumps(run_backend(args)))
         return
@@ -315,6 +327,8 @@ def main():
         if args.instances:
             cmd += ["--instances", str(args.instances)]
         cmd += ["--threads", str(args.threads)]
+        if args.no_pin:
+            cmd.append("--no-pin")
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if out.returncode != 0:
