@@ -450,8 +450,9 @@ def test_host_assign_gives_each_variable_its_own_buffer():
         time.sleep(0.01)
     (a,), (b,) = _jax_put(value), _jax_put(value)
     assert a.unsafe_buffer_pointer() != b.unsafe_buffer_pointer()
-    # Several arrays in one call (release, start): one new buffer each.
-    pair = (value, value.copy())
+    # Several arrays in one call (release, start): one new buffer each, also
+    # for the same NumPy array twice.
+    pair = (value, value)
     while _jax_put(*pair) is None:
         assert time.monotonic() < deadline, "the identity never compiled"
         time.sleep(0.01)
@@ -518,3 +519,42 @@ def test_a_schedule_starts_exactly_on_a_step_counter_past_float32s_integers():
     expected = ops.convert_to_numpy(cb.schedule(np.arange(2 * SPE)))
     np.testing.assert_allclose(rec.lr, expected, rtol=1e-5)
     assert _control.iterations(model.optimizer) == 2**24 + 7 + 2 * SPE
+
+
+def test_control_state_survives_copies_casts_and_mixed_writes():
+    """A controlled variable can be deep-copied and pickled after `fit` (the
+    JAX read cache keeps no donated array on it); the origin reads exactly
+    inside a mixed-precision layer's autocast; a whole-variable write then a
+    part write in one call leaves the caller's array alone."""
+    import copy
+    import pickle
+
+    from keras.src.backend import AutocastScope
+
+    from keras_tricks._control.state import host_assign, host_assign_many, host_scalar
+
+    model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    _fit(model, [ktc.OneCycle(max_lr=0.05), _reducer()], epochs=2)
+    opt = model.optimizer
+    # Control writes the LR, and a plain fit's steps replace (on JAX:
+    # donate) the written array; nothing of control reads it after.
+    host_assign(opt._learning_rate, 0.05)
+    model.fit(*_data(), batch_size=BATCH, epochs=1, verbose=0)
+    for variable in opt.variables:
+        copied = copy.deepcopy(variable)
+        np.testing.assert_array_equal(copied.numpy(), variable.numpy())
+        pickle.dumps(variable)
+
+    state = _control._state(opt)
+    state.origin.assign(1_000_003)
+    with AutocastScope("float16"):
+        assert int(ops.convert_to_numpy(state.origin.value)) == 1_000_003
+    state.origin.assign(-7)
+    with AutocastScope("bfloat16"):
+        assert int(ops.convert_to_numpy(state.origin.value)) == -7
+    assert host_scalar(state.origin) == -7
+
+    mine = np.ones(state.control.shape, "float32")
+    host_assign_many([(state.control, mine), (state.scale, 7.0)])
+    np.testing.assert_array_equal(mine, np.ones_like(mine))
+    assert host_scalar(state.scale) == 7.0

@@ -55,8 +55,8 @@ Keras would not do. A diagram of the lifecycle is in `docs/how-it-works.md`.
   fit, switched off by ``kt_flags``.
 
 **Host reads and writes.** The host reads and writes these variables at
-`fit`'s start and end, at epoch ends and at plateau reductions, never per
-batch. On JAX a read is served from the host copy of the array last read or
+`fit`'s start and end, at epoch ends and at plateau reductions (only the LR
+finder reads `iterations` at every batch). On JAX a read is served from the host copy of the array last read or
 written while the variable still holds that array (JAX arrays are
 immutable: each update replaces them), and the values one verb changes go
 to the device in one call (`state.set_values`, `state.host_assign_many`).

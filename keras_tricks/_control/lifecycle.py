@@ -330,18 +330,20 @@ def restore(saved):
         opt = entry["opt"]
         state = _state(opt)
         pairs = []
+        if state is not None and "origin" in entry:
+            pairs += [
+                (state.origin, entry["origin"]),
+                (state.flags, [float(entry["lr_on"]), float(entry["momentum_on"])]),
+                (state.scale, entry["scale"]),
+                (state.own_scale, entry["own_scale"]),
+            ]
+        # The control state first, as `start` and `release` send it (one
+        # compiled transfer serves all three on JAX).
         if "lr" in entry:
             pairs.append((opt._learning_rate, entry["lr"]))
-        if state is None or "origin" not in entry:
-            host_assign_many(pairs)
-            continue
-        pairs += [
-            (state.origin, entry["origin"]),
-            (state.flags, [float(entry["lr_on"]), float(entry["momentum_on"])]),
-            (state.scale, entry["scale"]),
-            (state.own_scale, entry["own_scale"]),
-        ]
         host_assign_many(pairs)
+        if state is None or "origin" not in entry:
+            continue
         state.lr_on, state.momentum_on = entry["lr_on"], entry["momentum_on"]
         state.lease = entry["lease"]
 

@@ -1,11 +1,13 @@
 """The control state of a base optimizer, and what reads and scales it.
 
-The control variables (`kt_origin`, and `kt_control` = the two flags, the
-scale and the own scale in one float32 vector: every optimizer variable costs
-~8 us a step in Keras's JAX trainer, which passes each in and out of the
-jitted step) and the Python side (`_State`: the program, the lease, host mirrors of the
-flags); the scale of the LR in control, wherever it lives, and the values
-the next update will use.
+The control variables (`kt_control` = the two flags, the scale and the own
+scale in one float32 vector, and the origin: its own integer variable
+`kt_origin` on TensorFlow and PyTorch, two more entries of `kt_control` on
+JAX, where every optimizer variable costs ~8 us a step because Keras's JAX
+trainer passes each in and out of the jitted step) and the Python side
+(`_State`: the program, the lease, host mirrors of the flags); the host
+reads and writes of these variables; the scale of the LR in control,
+wherever it lives, and the values the next update will use.
 """
 
 import threading
@@ -135,6 +137,9 @@ def _control_variable(opt, name, shape, dtype, value=0):
             dtype=dtype,
             trainable=False,
             aggregation="only_first_replica",
+            # Never cast in a mixed-precision layer: the origin's low half
+            # reaches 2**24 - 1, beyond float16 and bfloat16.
+            autocast=False,
         )
     variable._kt_control = True
     opt._track_variable(variable)
@@ -151,22 +156,25 @@ def _state(opt):
     return vars(opt).get(_STATE)
 
 
-_READ = "_kt_read"
+# JAX: id(variable) -> (weak reference to it, the array it held, the host
+# copy). Kept off the variable itself: the array is soon donated to the step
+# (deleted), and `copy.deepcopy` or `pickle` of a variable would meet it.
+_READS = {}
 
 
 def _host_array(variable):
-    """A variable's value as a NumPy array (read-only), by the cheapest read:
-    the tensor's own conversion (PyTorch, JAX: a few us; Keras's
+    """A variable's value as a NumPy array, by the cheapest read: the
+    tensor's own conversion (PyTorch, JAX: a few us; Keras's
     `convert_to_numpy` costs about 20 us on JAX), or one read op and the
     tensor's `numpy()` for a tf.Variable (NumPy's conversion of the variable
-    costs twice as much).
+    costs twice as much). Callers must not modify it (on JAX it is a
+    read-only copy; on PyTorch it may share the variable's memory).
 
     On JAX a variable's value is an immutable array that each update (and
     each assign) replaces: the host copy of the array last read (or
-    assigned) by control is kept on the variable and served while the
-    variable still holds that array. The callbacks at an epoch's end then
-    share one transfer of ``iterations`` and of the LR, a few ~10 us reads
-    each (a cold read in a `fit` costs 3x a warm one).
+    assigned) by control is kept and served while the variable still holds
+    that array. The callbacks at an epoch's end then share one transfer of
+    ``iterations`` and of the LR (a cold read in a `fit` costs ~25 us).
     """
     value = variable.value
     if keras.backend.backend() == "torch":
@@ -174,12 +182,16 @@ def _host_array(variable):
     read = getattr(value, "value", None)
     if callable(read):
         return read().numpy()
-    cached = getattr(variable, _READ, None)
-    if cached is not None and cached[0] is value:
-        return cached[1]
+    entry = _READS.get(id(variable))
+    if entry is not None and entry[1] is value and entry[0]() is variable:
+        return entry[2]
     array = np.asarray(value)
     _remember(variable, value, array)
     return array
+
+
+def _forget(key):
+    return lambda _: _READS.pop(key, None)
 
 
 def _remember(variable, value, array):
@@ -187,12 +199,18 @@ def _remember(variable, value, array):
     ``variable`` holds (see `_host_array`)."""
     if keras.backend.backend() != "jax":
         return
-    array = np.array(array)
+    # What the device holds (an int64 value in an int32 array wraps as it).
+    array = np.array(array, dtype=getattr(value, "dtype", None))
     array.flags.writeable = False
-    try:
-        setattr(variable, _READ, (value, array))
-    except AttributeError:  # pragma: no cover - a variable with __slots__
-        pass
+    key = id(variable)
+    entry = _READS.get(key)
+    ref = entry[0] if entry is not None and entry[0]() is variable else None
+    if ref is None:
+        try:
+            ref = weakref.ref(variable, _forget(key))
+        except TypeError:  # pragma: no cover - a variable without weak references
+            return
+    _READS[key] = (ref, value, array)
 
 
 _JAX_PUT = {"fn": None, "ready": set(), "started": set()}
@@ -259,8 +277,9 @@ def host_assign_many(pairs):
                 entry = wholes[id(variable)] = [variable, whole]
             entry[1][target.index] = target.encode(value)
         else:
+            # A copy: a later part of this call writes into it.
             dtype = _np_dtype(variable)
-            wholes[id(variable)] = [variable, np.asarray(value, dtype=dtype)]
+            wholes[id(variable)] = [variable, np.array(value, dtype=dtype)]
     _assign_wholes([(variable, whole) for variable, whole in wholes.values()])
 
 
@@ -329,7 +348,8 @@ def set_values(pairs):
                 entry[1][target.index] = wanted
                 entry[2] = True
         else:
-            wanted = np.asarray(value, dtype=_np_dtype(variable))
+            # A copy: a later part of this call writes into it.
+            wanted = np.array(value, dtype=_np_dtype(variable))
             if entry[1].shape != wanted.shape or entry[1].tolist() != wanted.tolist():
                 entry[1] = wanted
                 entry[2] = True

@@ -36,7 +36,8 @@ def _values_in_apply(self):
 
 def _shifted(self, state):
     iterations = self._iterations
-    # A variable, or (JAX) the part of `kt_control` that holds it.
+    # `state.origin` is a variable, or on JAX the part of `kt_control` that
+    # holds it: its value is the origin as an integer tensor.
     origin = state.origin.value
     if state.eager:
         return iterations.value - origin
