@@ -267,20 +267,7 @@ def host_assign_many(pairs):
     the parts of one variable are written together), with one transfer on
     JAX for them all. A whole variable's value replaces what earlier pairs
     wrote into it."""
-    wholes = {}
-    for target, value in pairs:
-        variable = target.variable if isinstance(target, _Part) else target
-        entry = wholes.get(id(variable))
-        if isinstance(target, _Part):
-            if entry is None:
-                whole = np.array(_host_array(variable), dtype=np.float32)
-                entry = wholes[id(variable)] = [variable, whole]
-            entry[1][target.index] = target.encode(value)
-        else:
-            # A copy: a later part of this call writes into it.
-            dtype = _np_dtype(variable)
-            wholes[id(variable)] = [variable, np.array(value, dtype=dtype)]
-    _assign_wholes([(variable, whole) for variable, whole in wholes.values()])
+    _write(pairs, only_changed=False)
 
 
 _NP_DTYPES = {}
@@ -318,41 +305,42 @@ def host_scalar(variable):
     return _host_array(variable).item()
 
 
-def set_value(variable, value):
-    """``variable.assign(value)``, skipped when the variable holds it already.
+def set_values(pairs):
+    """`host_assign_many`, skipping the variables that hold their values
+    already.
 
     A read costs a few us; an assign from the host about 100 us on JAX (a
     transfer to the device). Control sets its variables at each `fit`'s
-    start and end, most often to the value they hold. ``variable`` may be a
-    `_Part` of one.
+    start and end, most often to the value they hold.
     """
-    set_values([(variable, value)])
+    _write(pairs, only_changed=True)
 
 
-def set_values(pairs):
-    """`set_value` for several ``(variable or part, value)`` pairs: those
-    whose variable does not hold the value yet are assigned, with one
-    transfer on JAX for them all."""
+def _write(pairs, only_changed):
+    """`host_assign_many` (``only_changed=False``) and `set_values`."""
     wholes = {}
     for target, value in pairs:
         variable = target.variable if isinstance(target, _Part) else target
         entry = wholes.get(id(variable))
-        if entry is None:
-            current = _host_array(variable)
-            entry = wholes[id(variable)] = [variable, current, False]
         if isinstance(target, _Part):
+            if entry is None:
+                entry = wholes[id(variable)] = [variable, _host_array(variable), False]
             wanted = target.encode(value)
-            if entry[1][target.index].tolist() != wanted.tolist():
+            if not only_changed or entry[1][target.index].tolist() != wanted.tolist():
                 if not entry[2]:
+                    # The host read is shared (read-only): write into a copy.
                     entry[1] = np.array(entry[1])
                 entry[1][target.index] = wanted
                 entry[2] = True
-        else:
-            # A copy: a later part of this call writes into it.
-            wanted = np.array(value, dtype=_np_dtype(variable))
-            if entry[1].shape != wanted.shape or entry[1].tolist() != wanted.tolist():
-                entry[1] = wanted
-                entry[2] = True
+            continue
+        # A copy: a later part of this call writes into it.
+        wanted = np.array(value, dtype=_np_dtype(variable))
+        if only_changed and entry is None:
+            current = _host_array(variable)
+            if current.shape == wanted.shape and current.tolist() == wanted.tolist():
+                wholes[id(variable)] = [variable, current, False]
+                continue
+        wholes[id(variable)] = [variable, wanted, True]
     _assign_wholes([(v, whole) for v, whole, changed in wholes.values() if changed])
 
 
