@@ -7,7 +7,6 @@ traces each of them costs against plain Keras.
 """
 
 import gc
-import time
 import warnings
 import weakref
 
@@ -435,38 +434,38 @@ def test_a_refit_reuses_the_program_and_a_longer_fit_gets_its_own_tables():
         assert model.counter.traces == plain.counter.traces + extra
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="JAX's donated buffers")
-def test_host_assign_gives_each_variable_its_own_buffer():
+def test_host_assign_gives_each_variable_its_own_value():
     """Keras's JAX trainer donates the optimizer's variables to the step: a
-    buffer shared by two variables would be deleted under the other one."""
-    from keras_tricks._control.state import _jax_put, host_assign
+    value shared by two variables (or with the caller) would be deleted, or
+    changed, under the other one. On JAX control's writes leave a NumPy copy
+    as the variable's value, which the next step takes as an argument."""
+    from keras_tricks._control.state import host_assign, host_assign_many
 
-    value = np.asarray([1.0, 2.0], "float32")
-    # The jitted identity compiles in a background thread; until then None
-    # (the caller assigns the NumPy array).
-    deadline = time.monotonic() + 60
-    while _jax_put(value) is None:
-        assert time.monotonic() < deadline, "the identity never compiled"
-        time.sleep(0.01)
-    (a,), (b,) = _jax_put(value), _jax_put(value)
-    assert a.unsafe_buffer_pointer() != b.unsafe_buffer_pointer()
-    # Several arrays in one call (release, start): one new buffer each, also
-    # for the same NumPy array twice.
-    pair = (value, value)
-    while _jax_put(*pair) is None:
-        assert time.monotonic() < deadline, "the identity never compiled"
-        time.sleep(0.01)
-    c, d = _jax_put(*pair)
-    assert c.unsafe_buffer_pointer() != d.unsafe_buffer_pointer()
     model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
     _fit(model, [ktc.OneCycle(max_lr=0.05), _reducer()], epochs=2)
-    state = _control._state(model.optimizer)
-    host_assign(model.optimizer._learning_rate, state.control.value[2])
+    opt = model.optimizer
+    state = _control._state(opt)
+    mine = np.asarray(0.07, "float32")
+    host_assign_many([(opt._learning_rate, mine), (state.scale, mine)])
+    lr_value = opt._learning_rate.value
+    assert lr_value is not mine and lr_value is not state.control.value
+    assert mine.flags.writeable  # the caller's array is left alone
+    mine[...] = 5.0
+    assert float(ops.convert_to_numpy(opt._learning_rate)) == pytest.approx(0.07)
+    if BACKEND == "jax":
+        # No transfer: the NumPy copy stands as the value, read-only.
+        assert isinstance(lr_value, np.ndarray) and not lr_value.flags.writeable
+    host_assign(opt._learning_rate, 0.05)
     host_assign(state.origin, 0)
-    # Two fits in a row over the assigned variables: no "Array has been deleted".
+    # Fits over the assigned variables: no "Array has been deleted", and the
+    # steps replace the NumPy values with device arrays.
     _fit(model, [ktc.OneCycle(max_lr=0.05), _reducer()], epochs=2)
     _fit(model, [], epochs=1)
     assert np.isfinite(_control.current_lr(model.optimizer))
+    if BACKEND == "jax":
+        import jax
+
+        assert all(isinstance(v.value, jax.Array) for v in opt.variables)
 
 
 def test_host_reads_follow_every_write_of_a_variable():
@@ -546,10 +545,10 @@ def test_control_state_survives_copies_casts_and_mixed_writes():
         pickle.dumps(variable)
 
     state = _control._state(opt)
-    state.origin.assign(1_000_003)
+    host_assign(state.origin, 1_000_003)
     with AutocastScope("float16"):
         assert int(ops.convert_to_numpy(state.origin.value)) == 1_000_003
-    state.origin.assign(-7)
+    host_assign(state.origin, -7)
     with AutocastScope("bfloat16"):
         assert int(ops.convert_to_numpy(state.origin.value)) == -7
     assert host_scalar(state.origin) == -7
@@ -558,3 +557,76 @@ def test_control_state_survives_copies_casts_and_mixed_writes():
     host_assign_many([(state.control, mine), (state.scale, 7.0)])
     np.testing.assert_array_equal(mine, np.ones_like(mine))
     assert host_scalar(state.scale) == 7.0
+
+
+def _assert_mirrors_hold(optimizer):
+    """The host's copy of each control variable (`state._mirror`, what host
+    reads of the flags, scales and origin see) equals its value."""
+    checked = 0
+    for opt in _control.base_optimizers(optimizer):
+        for variable in opt.variables:
+            if _control._is_control(variable):
+                device = np.asarray(ops.convert_to_numpy(variable.value))
+                np.testing.assert_array_equal(variable._kt_host, device)
+                checked += 1
+    assert checked >= 1
+
+
+def test_host_copies_of_the_control_state_follow_every_workflow(tmp_path):
+    """Control reads its own variables from the host's copy: after every way
+    into and out of `fit` that writes them, the copy equals the value."""
+    model = _model(GradientCentralization(keras.optimizers.SGD(0.1, momentum=0.9)))
+    opt = model.optimizer
+    _fit(model, [ktc.OneCycle(max_lr=0.05), _reducer()], epochs=3)
+    _assert_mirrors_hold(opt)
+
+    class Out(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1 and self.model.optimizer.iterations > SPE * 3:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit(model, [ktc.WarmupCosine(peak_lr=0.05), _reducer(), Out()], epochs=3)
+    _assert_mirrors_hold(opt)  # still on: the guard releases at the next fit
+    _fit(model, [_reducer(keras_own=True)], epochs=2)
+    _assert_mirrors_hold(opt)
+
+    backup = ktc.BackupAndRestore(str(tmp_path / "backup"))
+    cb = ktc.OneCycle(max_lr=0.05)
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        _fit(model, [cb, _reducer(), backup, Stop()], epochs=4)
+    _fit(model, [cb, _reducer(), backup], epochs=4)
+    _assert_mirrors_hold(opt)
+
+    _control.set_lr_scale(opt, 0.5)
+    with _control.last_schedule(opt):
+        _assert_mirrors_hold(opt)
+    _assert_mirrors_hold(opt)
+
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, custom_objects={"Counting": Counting})
+    _fit(loaded, [ktc.OneCycle(max_lr=0.05), _reducer()], epochs=2)
+    _assert_mirrors_hold(loaded.optimizer)
+    # Another optimizer's variables copied in carry its control state: the
+    # control variables keep this one's.
+    other = _model(GradientCentralization(keras.optimizers.SGD(0.1, momentum=0.9)))
+    _fit(other, [ktc.OneCycle(max_lr=0.05), _reducer()], epochs=1)
+    _control.start(other.optimizer, 12345, lr_on=True, momentum_on=True)
+    base, source = (_control.base_optimizers(o.optimizer)[0] for o in (model, other))
+    before = [np.array(v._kt_host) for v in base.variables if _control._is_control(v)]
+    base.set_weights([np.array(ops.convert_to_numpy(v)) for v in source.variables])
+    _assert_mirrors_hold(opt)
+    after = [v._kt_host for v in base.variables if _control._is_control(v)]
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert _control.iterations(opt) == _control.iterations(other.optimizer)
+    # And the step reads what the host reads: no schedule in control now.
+    _, rec = _fit(loaded, [], epochs=1)
+    np.testing.assert_allclose(rec.lr, _control.current_lr(loaded.optimizer), rtol=1e-6)

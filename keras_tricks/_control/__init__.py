@@ -21,7 +21,7 @@ Keras would not do. A diagram of the lifecycle is in `docs/how-it-works.md`.
     two exact float32 halves (``origin = hi * 2**24 + lo``, `state._Origin`);
   - ``kt_control``, one float32 vector of four (six on JAX: Keras's JAX
     trainer passes every optimizer variable in and out of the jitted step,
-    ~8 us each a step on a CPU, so the state shares one variable; the code
+    1-8 us each a step on a CPU, so the state shares one variable; the code
     reads its parts as ``state.flags``, ``state.scale``,
     ``state.own_scale``, ``state.origin``):
 
@@ -56,10 +56,12 @@ Keras would not do. A diagram of the lifecycle is in `docs/how-it-works.md`.
 
 **Host reads and writes.** The host reads and writes these variables at
 `fit`'s start and end, at epoch ends and at plateau reductions (only the LR
-finder reads `iterations` at every batch). On JAX a read is served from the host copy of the array last read or
-written while the variable still holds that array (JAX arrays are
-immutable: each update replaces them), and the values one verb changes go
-to the device in one call (`state.set_values`, `state.host_assign_many`).
+finder reads `iterations` at every batch). Only control writes the control
+variables (the step reads them, checkpoints leave them out), so the host
+keeps a copy of each (`state._mirror`) and reads the flags, scales and origin
+from it, with no transfer. On JAX control's writes leave a NumPy array as the
+variable's value, which the next step takes as an argument (~10 us more for
+that step, against 20-90 us to convert it at once; `state._assign_wholes`).
 
 **Saving.** The control variables are *not* saved: an optimizer's saved
 variables must be exactly Keras's, because Keras skips loading *all* of them
@@ -135,6 +137,7 @@ from keras_tricks._control.state import (
     iterations,
     origin,
     pending_scale,
+    position,
     released_scale,
     schedule_scale,
     schedule_step,
@@ -162,6 +165,7 @@ __all__ = [
     "origin",
     "owner",
     "pending_scale",
+    "position",
     "Program",
     "refresh",
     "release",

@@ -3,14 +3,13 @@
 The control variables (`kt_control` = the two flags, the scale and the own
 scale in one float32 vector, and the origin: its own integer variable
 `kt_origin` on TensorFlow and PyTorch, two more entries of `kt_control` on
-JAX, where every optimizer variable costs ~8 us a step because Keras's JAX
+JAX, where every optimizer variable costs 1-8 us a step because Keras's JAX
 trainer passes each in and out of the jitted step) and the Python side
 (`_State`: the program, the lease, host mirrors of the flags); the host
 reads and writes of these variables; the scale of the LR in control,
 wherever it lives, and the values the next update will use.
 """
 
-import threading
 import weakref
 
 import keras
@@ -126,7 +125,7 @@ class _Origin(_Part):
         return np.asarray([hi, value - hi * _HALF], dtype=np.float32)
 
     def decode(self, entries):
-        return np.int64(int(entries[0]) * _HALF + int(entries[1]))
+        return int(entries[0]) * _HALF + int(entries[1])
 
 
 def _control_variable(opt, name, shape, dtype, value=0):
@@ -142,8 +141,24 @@ def _control_variable(opt, name, shape, dtype, value=0):
             autocast=False,
         )
     variable._kt_control = True
+    _mirror(variable, _host_array(variable))
     opt._track_variable(variable)
     return variable
+
+
+def _mirror(variable, array):
+    """Keep ``array`` (read-only) as the host's copy of control variable
+    ``variable``'s value.
+
+    Only control writes its variables (`_assign_wholes`); the train step reads
+    them and Keras's checkpoints leave them out (see the package docstring),
+    so the copy is their value, and host reads of the flags, scales and origin
+    (at every epoch end, and at every `fit`'s start and end) cost no
+    transfer from the device.
+    """
+    array = np.array(array)
+    array.flags.writeable = False
+    variable._kt_host = array
 
 
 class _Lease:
@@ -156,105 +171,69 @@ def _state(opt):
     return vars(opt).get(_STATE)
 
 
-# JAX: id(variable) -> (weak reference to it, the array it held, the host
-# copy). Kept off the variable itself: the array is soon donated to the step
-# (deleted), and `copy.deepcopy` or `pickle` of a variable would meet it.
-_READS = {}
+_BACKEND = keras.backend.backend()
 
 
 def _host_array(variable):
-    """A variable's value as a NumPy array, by the cheapest read: the
-    tensor's own conversion (PyTorch, JAX: a few us; Keras's
-    `convert_to_numpy` costs about 20 us on JAX), or one read op and the
-    tensor's `numpy()` for a tf.Variable (NumPy's conversion of the variable
-    costs twice as much). Callers must not modify it (on JAX it is a
-    read-only copy; on PyTorch it may share the variable's memory).
-
-    On JAX a variable's value is an immutable array that each update (and
-    each assign) replaces: the host copy of the array last read (or
-    assigned) by control is kept and served while the variable still holds
-    that array. The callbacks at an epoch's end then share one transfer of
-    ``iterations`` and of the LR (a cold read in a `fit` costs ~25 us).
+    """A variable's value as a NumPy array, by the cheapest read: the host's
+    copy of a control variable (`_mirror`); the tensor's own conversion
+    (PyTorch, JAX: ~1 us; a JAX array keeps the NumPy copy it made, so a
+    second read of the same array is free, and Keras's `convert_to_numpy`
+    costs ~20 us), or one read op and the tensor's `numpy()` for a
+    tf.Variable (NumPy's conversion of the variable costs twice as much).
+    Callers must not modify it (it is read-only on JAX and for control
+    variables; on PyTorch it may share the variable's memory).
     """
+    host = getattr(variable, "_kt_host", None)
+    if host is not None:
+        return host
     value = variable.value
-    if keras.backend.backend() == "torch":
+    if _BACKEND == "torch":
         return value.detach().cpu().numpy()
-    read = getattr(value, "value", None)
-    if callable(read):
-        return read().numpy()
-    entry = _READS.get(id(variable))
-    if entry is not None and entry[1] is value and entry[0]() is variable:
-        return entry[2]
-    array = np.asarray(value)
-    _remember(variable, value, array)
-    return array
+    if _BACKEND == "tensorflow":
+        read = getattr(value, "value", None)
+        if callable(read):
+            return read().numpy()
+    return np.asarray(value)
 
 
-def _forget(key):
-    return lambda _: _READS.pop(key, None)
+def _jax_direct(variable):
+    """True when a NumPy array may stand as the JAX variable's value (see
+    `_assign_wholes`): a Keras JAX variable (not NNX's), no layout (no
+    `keras.distribution`), not inside a stateless scope."""
+    checks = _JAX_CHECKS or _jax_checks()
+    jax_variable, nnx, distribution, stateless = checks
+    return (
+        isinstance(variable, jax_variable)
+        and not nnx
+        and getattr(variable, "_layout", None) is None
+        and distribution("distribution") is None
+        and not stateless()
+    )
 
 
-def _remember(variable, value, array):
-    """Keep ``array`` as the host copy of the JAX array ``value`` that
-    ``variable`` holds (see `_host_array`)."""
-    if keras.backend.backend() != "jax":
-        return
-    # What the device holds (an int64 value in an int32 array wraps as it).
-    array = np.array(array, dtype=getattr(value, "dtype", None))
-    array.flags.writeable = False
-    key = id(variable)
-    entry = _READS.get(key)
-    ref = entry[0] if entry is not None and entry[0]() is variable else None
-    if ref is None:
-        try:
-            ref = weakref.ref(variable, _forget(key))
-        except TypeError:  # pragma: no cover - a variable without weak references
-            return
-    _READS[key] = (ref, value, array)
+_JAX_CHECKS = []
 
 
-_JAX_PUT = {"fn": None, "ready": set(), "started": set()}
+def _jax_checks():
+    from keras.src.backend import config
+    from keras.src.backend.common import global_state
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+    from keras.src.backend.jax.core import JaxVariable
 
-
-def _jax_put(*arrays):
-    """NumPy arrays as new JAX arrays by one call of a jitted identity (a
-    tuple), or None.
-
-    ~50 us in a `fit` whatever the number of arrays, against ~90 us for
-    each by Keras's conversion (`jnp.asarray`). Compiling the identity costs
-    ~16 ms for each signature (the arrays' dtypes and shapes), once a
-    process: it runs in a background thread, and until it is done the
-    caller assigns the NumPy arrays (None here), so a first `fit` waits for
-    no compile. The results are always new buffers: Keras's JAX trainer
-    donates the optimizer's variables to the step, so a value must never be
-    shared.
-    """
-    signature = tuple((a.dtype.str, a.shape) for a in arrays)
-    if signature in _JAX_PUT["ready"]:
-        return _JAX_PUT["fn"](*arrays)
-    if signature not in _JAX_PUT["started"]:
-        _JAX_PUT["started"].add(signature)
-        if _JAX_PUT["fn"] is None:
-            import jax
-
-            _JAX_PUT["fn"] = jax.jit(lambda *xs: xs)
-        threading.Thread(
-            target=_compile_put, args=(signature,), name="keras_tricks-put"
-        ).start()
-    return None
-
-
-def _compile_put(signature):
-    try:
-        _JAX_PUT["fn"](*(np.zeros(shape, dtype) for dtype, shape in signature))
-    except Exception:  # noqa: BLE001 - the NumPy assign stays, correct and slower
-        return
-    _JAX_PUT["ready"].add(signature)
+    _JAX_CHECKS[:] = [
+        JaxVariable,
+        config.is_nnx_enabled(),
+        global_state.get_global_attribute,
+        in_stateless_scope,
+    ]
+    return _JAX_CHECKS
 
 
 def host_assign(variable, value):
     """``variable.assign(value)`` of a host value (a number or a NumPy array),
-    by the cheapest transfer (see `_jax_put`). ``variable`` may be a `_Part`.
+    by the cheapest transfer (see `_assign_wholes`). ``variable`` may be a
+    `_Part`.
 
     Control assigns its variables (and an LR variable) from the host at each
     `fit`'s start and end, and at each plateau reduction.
@@ -284,15 +263,24 @@ def _np_dtype(variable):
 
 
 def _assign_wholes(pairs):
-    if not pairs:
-        return
-    values = [np.asarray(whole) for _, whole in pairs]
-    puts = values
-    if keras.backend.backend() == "jax":
-        puts = _jax_put(*values) or values
-    for (variable, _), value, put in zip(pairs, values, puts):
-        variable.assign(put)
-        _remember(variable, variable.value, value)
+    """Assign each ``(variable, NumPy array)``; the arrays are the caller's
+    own copies, of the variable's dtype.
+
+    On JAX the array itself becomes the variable's value, read-only: the
+    next jitted step takes it as an argument (~2 us more for that one step;
+    its output is a JAX array again), where converting it now costs ~20 us
+    (`jnp.asarray`, Keras's `assign`) and 40-90 us in a `fit`. Under
+    `keras.distribution`, in a stateless scope and for NNX variables,
+    Keras's `assign`.
+    """
+    for variable, value in pairs:
+        if getattr(variable, "_kt_control", False):
+            _mirror(variable, value)
+        if _BACKEND == "jax" and _jax_direct(variable):
+            value.flags.writeable = False
+            variable._direct_assign(value)
+        else:
+            variable.assign(value)
 
 
 def host_scalar(variable):
@@ -301,7 +289,8 @@ def host_scalar(variable):
     Control reads a few of these at every epoch end.
     """
     if isinstance(variable, _Part):
-        return variable.numpy().item()
+        value = variable.numpy()
+        return value.item() if isinstance(value, np.generic) else value
     return _host_array(variable).item()
 
 
@@ -352,6 +341,16 @@ def schedule_scale(opt):
     if has_lr_variable(opt):
         return float(host_scalar(opt._learning_rate)) / state.program.peak
     return float(host_scalar(state.scale))
+
+
+def position(opt, state):
+    """``(iterations - origin, scale)`` of the schedule installed on base
+    optimizer ``opt`` (whose `_State` is ``state``), read from the host: one
+    read of ``iterations`` and, with an LR variable, of that variable."""
+    shifted = int(_host_array(opt._iterations)) - int(state.origin.numpy())
+    if has_lr_variable(opt):
+        return shifted, float(_host_array(opt._learning_rate)) / state.program.peak
+    return shifted, float(state.scale.numpy())
 
 
 def set_schedule_scale(opt, scale):

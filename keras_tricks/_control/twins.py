@@ -21,6 +21,7 @@ from keras_tricks._control.state import (
     _rescale,
     _state,
     current_lr,
+    host_assign_many,
     host_scalar,
 )
 
@@ -213,6 +214,18 @@ def _load_own_variables(self, store):
         variable.assign(store[str(i)])
 
 
+def _set_weights(self, weights):
+    """Keras's `set_weights`; the control variables keep control's values.
+
+    Weights copied from another optimizer's `variables` carry its control
+    state (its flags and origin, meaningless here); only control writes its
+    variables (see the package docstring, **Host reads and writes**).
+    """
+    parent = type(self).__mro__[1]
+    parent.set_weights(self, weights)
+    host_assign_many([(v, v._kt_host) for v in self.variables if _is_control(v)])
+
+
 _LR_KEYS = (
     "initial_learning_rate",
     "end_learning_rate",
@@ -332,6 +345,7 @@ def _controlled_class(cls, base):
         }
         if base:
             attrs.update(
+                set_weights=_set_weights,
                 _get_current_learning_rate=_current_learning_rate,
                 learning_rate=_lr_property(),
                 get_config=_get_config,

@@ -65,9 +65,14 @@ def _config_key(schedule):
         return None
 
 
-def make_program(model, schedule, momentum, divisor, table_size):
-    """The `_control.Program` for ``schedule`` in this model's train step."""
-    key = _config_key(schedule)
+def make_program(model, schedule, momentum, divisor, table_size, key=False):
+    """The `_control.Program` for ``schedule`` in this model's train step.
+
+    ``key``: the schedule's `_config_key` when the caller has it (False:
+    compute it here).
+    """
+    if key is False:
+        key = _config_key(schedule)
     backend = keras.backend.backend()
     if not table_size or table_size > _MAX_TABLE:
         table_size = None
@@ -161,7 +166,9 @@ class ScheduleCallback(keras.callbacks.Callback):
     steps, or the user's `total_steps`) and `steps_per_epoch` (schedule steps
     per epoch, a float) are `None` when unknown, and `_needs()`
     (which of the two `_make_schedule` needs, for the error raised when
-    `fit`'s length is unknown).
+    `fit`'s length is unknown). A refit reuses the last fit's schedule when
+    `get_config()` and the two sizes are unchanged, so `get_config()` must
+    hold every argument `_make_schedule` reads.
     """
 
     def __init__(self, total_steps=None, count="updates"):
@@ -169,6 +176,9 @@ class ScheduleCallback(keras.callbacks.Callback):
         self.total_steps = check_optional_int("total_steps", total_steps, gt=0)
         self.count = P.check_choice("count", count, _COUNTS)
         self._cycle_momentum = False
+        # The schedule sized by the last `fit`, with what sized it (see
+        # `_sized_schedule`).
+        self._made = None
         self._reset()
 
     def _reset(self):
@@ -181,6 +191,7 @@ class ScheduleCallback(keras.callbacks.Callback):
         self._unit_per_batch = 1.0
         self._iters_per_epoch = None
         self._fit_steps = None
+        self._base = None
 
     # -- to implement -------------------------------------------------------
 
@@ -264,7 +275,7 @@ class ScheduleCallback(keras.callbacks.Callback):
                 f"({self._length_hint()}). Received: epochs={epochs}, "
                 f"steps={steps}, total_steps={self.total_steps}"
             )
-        self._schedule = self._sized(lambda: self._make_schedule(total, per_epoch))
+        self._schedule, key = self._sized_schedule(total, per_epoch)
         momentum = None
         if self._cycle_momentum:
             if not getattr(self._schedule, "has_momentum", False):
@@ -279,10 +290,23 @@ class ScheduleCallback(keras.callbacks.Callback):
             # Every step this fit reaches, and the one after (logged as "lr").
             table_size = self._fit_steps + 2
         program = make_program(
-            self.model, self._schedule, momentum, self._divisor, table_size
+            self.model, self._schedule, momentum, self._divisor, table_size, key
         )
-        _control.lease(optimizer, self)
+        self._base = _control.lease(optimizer, self)[0]
         self._program = _control.install(self.model, program)
+
+    def _sized_schedule(self, total, per_epoch):
+        """``(schedule, its _config_key)`` for this fit: the last fit's when
+        the callback's config and the sizes are the same (a refit: building
+        and validating the schedule and its key costs ~50 us)."""
+        config = self.get_config()
+        made = self._made
+        if made is not None and made[0] == (config, total, per_epoch):
+            return made[1], made[2]
+        schedule = self._sized(lambda: self._make_schedule(total, per_epoch))
+        key = _config_key(schedule)
+        self._made = ((config, total, per_epoch), schedule, key)
+        return schedule, key
 
     def _size_varying(self, wrapper, epochs, steps):
         """Size this fit under a `GradientAccumulation` whose `steps` is a
@@ -349,13 +373,13 @@ class ScheduleCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not self._placed or self._program is None:
             return
-        optimizer = self.model.optimizer
-        if _control.owner(optimizer) is not self:
+        base = self._base
+        state = _control._state(base)
+        if state is None or state.lease is None or state.lease.owner() is not self:
             return
-        base = _control.base_optimizers(optimizer)[0]
-        shifted = _control.iterations(optimizer) - _control.origin(optimizer)
+        shifted, scale = _control.position(base, state)
         local = max(shifted, 0) // self._program.divisor
-        logs["lr"] = self._program.host_lr(local) * _control.schedule_scale(base)
+        logs["lr"] = self._program.host_lr(local) * scale
         if self._cycle_momentum:
             momentum = self._program.host_momentum(local)
         else:
