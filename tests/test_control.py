@@ -630,3 +630,44 @@ def test_host_copies_of_the_control_state_follow_every_workflow(tmp_path):
     # And the step reads what the host reads: no schedule in control now.
     _, rec = _fit(loaded, [], epochs=1)
     np.testing.assert_allclose(rec.lr, _control.current_lr(loaded.optimizer), rtol=1e-6)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's eager step")
+def test_eager_updates_from_host_tables_equal_the_compiled_steps(monkeypatch):
+    """PyTorch's eager step on a CPU takes its LR and momentum from the
+    program's host tables as numbers (`twins._host_values`); the tensor path
+    (a GPU's) and the compiled step must train the same weights."""
+    from keras_tricks._control import twins
+
+    calls = []
+    original = twins._host_values
+
+    def counting(opt, state):
+        calls.append(1)
+        return original(opt, state)
+
+    monkeypatch.setattr(twins, "_host_values", counting)
+
+    class TensorPath(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            _control._state(self.model.optimizer).host_step = False
+
+    def run(jit_compile, extra=(), refit=True):
+        model = _model(keras.optimizers.SGD(0.1, momentum=0.9), jit_compile=jit_compile)
+        cbs = [ktc.OneCycle(max_lr=0.05), _reducer(), *extra]
+        _fit(model, cbs, epochs=3)
+        if refit:
+            _fit(model, [ktc.WarmupCosine(peak_lr=0.02, warmup_steps=2)], epochs=2)
+        return [np.array(ops.convert_to_numpy(v)) for v in model.trainable_weights]
+
+    host = run(False)
+    assert len(calls) == 5 * SPE
+    del calls[:]
+    tensor = run(False, [TensorPath()])
+    assert not calls
+    for a, b in zip(host, tensor, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    host = run(False, refit=False)
+    compiled = run(True, refit=False)
+    for a, b in zip(host, compiled, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

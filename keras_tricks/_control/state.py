@@ -60,6 +60,10 @@ class _State:
         self.lr_on = False
         self.momentum_on = False
         self.eager = False
+        # Whether the step counter is in host memory (PyTorch's eager step
+        # then computes the LR on the host, `twins._host_values`); None
+        # until asked.
+        self.host_step = None
         self.pending_scale = None
         self.released = None
 
@@ -426,13 +430,16 @@ def current_lr(optimizer, host=False):
     The host table is NumPy float32: on JAX, which evaluates the schedule in
     the step, it may differ from the step's value by ~1e-5 relative.
     """
-    bases = base_optimizers(optimizer)
-    opt = bases[0]
+    opt = base_optimizers(optimizer)[0]
     state = _state(opt)
-    if host and state is not None and state.lr_on and state.program is not None:
-        shifted = int(host_scalar(opt._iterations)) - int(host_scalar(state.origin))
+    on = state is not None and state.lr_on
+    if host and on and state.program is not None:
+        shifted, scale = position(opt, state)
         local = max(shifted, 0) // state.program.divisor
-        return state.program.host_lr(local) * schedule_scale(opt)
+        return state.program.host_lr(local) * scale
+    if not on and has_lr_variable(opt):
+        # The LR variable is the LR (Keras's `learning_rate` returns it).
+        return float(_host_array(opt._learning_rate))
     return float(ops.convert_to_numpy(opt.learning_rate))
 
 
