@@ -446,7 +446,8 @@ def test_host_assign_gives_each_variable_its_own_value():
     opt = model.optimizer
     state = _control._state(opt)
     mine = np.asarray(0.07, "float32")
-    host_assign_many([(opt._learning_rate, mine), (state.scale, mine)])
+    # As `start` writes them: the fit's step comes next.
+    host_assign_many([(opt._learning_rate, mine), (state.scale, mine)], direct=True)
     lr_value = opt._learning_rate.value
     assert lr_value is not mine and lr_value is not state.control.value
     assert mine.flags.writeable  # the caller's array is left alone
@@ -561,13 +562,15 @@ def test_control_state_survives_copies_casts_and_mixed_writes():
 
 def _assert_mirrors_hold(optimizer):
     """The host's copy of each control variable (`state._mirror`, what host
-    reads of the flags, scales and origin see) equals its value."""
+    reads of the flags, scales and origin see), where there is one, equals
+    its value."""
     checked = 0
     for opt in _control.base_optimizers(optimizer):
         for variable in opt.variables:
             if _control._is_control(variable):
                 device = np.asarray(ops.convert_to_numpy(variable.value))
-                np.testing.assert_array_equal(variable._kt_host, device)
+                if variable._kt_host is not None:
+                    np.testing.assert_array_equal(variable._kt_host, device)
                 checked += 1
     assert checked >= 1
 
@@ -579,6 +582,8 @@ def test_host_copies_of_the_control_state_follow_every_workflow(tmp_path):
     opt = model.optimizer
     _fit(model, [ktc.OneCycle(max_lr=0.05), _reducer()], epochs=3)
     _assert_mirrors_hold(opt)
+    # Control's own writes (the release) keep the host's copy.
+    assert _control._state(_control.base_optimizers(opt)[0]).control._kt_host is not None
 
     class Out(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -671,3 +676,74 @@ def test_eager_updates_from_host_tables_equal_the_compiled_steps(monkeypatch):
     compiled = run(True, refit=False)
     for a, b in zip(host, compiled, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_schedules_run_in_an_eager_step_of_every_backend():
+    """`run_eagerly=True` (TensorFlow, JAX) and PyTorch's eager step train
+    with the schedule the compiled step uses."""
+    def run(eager):
+        model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+        model.compile(model.optimizer, "mse", run_eagerly=eager)
+        history, rec = _fit(model, [ktc.OneCycle(max_lr=0.05), _reducer()], epochs=3)
+        weights = [np.array(ops.convert_to_numpy(v)) for v in model.trainable_weights]
+        return history.history["lr"], rec.lr, rec.momentum, weights
+
+    eager, compiled = run(True), run(False)
+    for a, b in zip(eager[:3], compiled[:3], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+    for a, b in zip(eager[3], compiled[3], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_keras_write_of_the_control_state_reaches_host_reads():
+    """`Model.set_state_tree` (a state-tree checkpoint restored) writes every
+    optimizer variable, control's too: the host's copy must not hide it."""
+    schedule = keras.optimizers.schedules.CosineDecay(0.1, 1000)
+    model = _model(keras.optimizers.SGD(schedule))
+    _fit(model, [_reducer(patience=1)], epochs=1)
+    opt = model.optimizer
+    _control.set_lr_scale(opt, 0.5)
+    saved = model.get_state_tree(value_format="numpy_array")
+    _control.set_lr_scale(opt, 1.0)
+    model.set_state_tree(saved)
+    assert _control.get_lr_scale(opt) == pytest.approx(0.5)
+    _control.multiply_lr(opt, 0.5)
+    assert _control.get_lr_scale(opt) == pytest.approx(0.25)
+    _assert_mirrors_hold(opt)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX variables holding NumPy arrays")
+def test_no_numpy_value_outlives_a_fit():
+    """Control's direct writes on JAX (a NumPy array as a variable's value,
+    for the next step to take) never outlive the fit: Keras asks a value for
+    its sharding when a train function is built under a distribution."""
+    import jax
+
+    def values_are_device_arrays(model):
+        return all(isinstance(v.value, jax.Array) for v in model.optimizer.variables)
+
+    model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    # Reductions at every epoch end, the last one with no step after it.
+    _fit(model, [ktc.WarmupCosine(peak_lr=0.1), _reducer()], epochs=3)
+    assert values_are_device_arrays(model)
+    _fit(model, [_reducer(keras_own=True)], epochs=2)
+    assert values_are_device_arrays(model)
+
+    # The last epoch's reduction leaves the LR variable at the user's LR
+    # (0.1 peak x 0.5 = 0.05): the release has nothing to write there.
+    model = _model(keras.optimizers.SGD(0.05, momentum=0.9))
+    cb = ktc.WarmupCosine(peak_lr=0.1, total_steps=10 * SPE)
+    _fit(model, [cb, _reducer(factor=0.5)], epochs=2)
+    assert _control.current_lr(model.optimizer) == pytest.approx(0.05)
+    assert values_are_device_arrays(model)
+
+    class Out(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            raise RuntimeError("no step after the schedule's start")
+
+    with pytest.raises(RuntimeError):
+        _fit(model, [ktc.OneCycle(max_lr=0.05), Out()], epochs=2)
+    assert not values_are_device_arrays(model)  # the start's direct write
+    _control.release(model.optimizer)
+    assert values_are_device_arrays(model)
+    _assert_mirrors_hold(model.optimizer)

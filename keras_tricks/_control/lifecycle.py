@@ -23,6 +23,7 @@ from keras_tricks._control.reach import (
 from keras_tricks._control.state import (
     _STATE,
     _Lease,
+    _Part,
     _rescale,
     _State,
     _state,
@@ -34,6 +35,7 @@ from keras_tricks._control.state import (
     schedule_scale_target,
     set_schedule_scale,
     set_values,
+    settle,
 )
 from keras_tricks._control.twins import _controlled_class
 
@@ -197,8 +199,9 @@ def start(optimizer, origin, lr_on=True, momentum_on=False, scale=None):
         if scale is not None:
             pairs.append(schedule_scale_target(opt, scale))
         pairs.append((state.flags, [float(lr_on), float(momentum_on)]))
-        # One transfer on JAX for every value that changes.
-        set_values(pairs)
+        # The fit's train step comes next: direct values (see
+        # `state._assign_wholes`).
+        set_values(pairs, direct=True)
         state.lr_on, state.momentum_on = bool(lr_on), bool(momentum_on)
 
 
@@ -288,8 +291,12 @@ def _release_one(opt, state, ended=False):
     pairs = [(state.flags, [0.0, 0.0]), (state.scale, 1.0)]
     if lease_.user_lr is not None and has_lr_variable(opt):
         pairs.append((opt._learning_rate, lease_.user_lr))
-    # One transfer on JAX for every value that changes.
     set_values(pairs)
+    # What a direct write of the fit left and no step took (a fit that
+    # ended right after a reduction, or with no step after `start`).
+    origin = state.origin.variable if isinstance(state.origin, _Part) else state.origin
+    lr = [opt._learning_rate] if has_lr_variable(opt) else []
+    settle([state.control, origin, *lr])
     state.lr_on = state.momentum_on = False
     state.lease = None
 

@@ -132,9 +132,20 @@ class _Origin(_Part):
         return int(entries[0]) * _HALF + int(entries[1])
 
 
+class _ControlVariable(keras.Variable):
+    """A control variable: a Keras variable whose `assign` (any writer but
+    control's own, e.g. `Model.set_state_tree`, Keras's JAX trainer syncing
+    its state at an epoch end) drops the host's copy (`_mirror`): the next
+    host read goes to the device and copies it again."""
+
+    def assign(self, value):
+        self._kt_host = None
+        return super().assign(value)
+
+
 def _control_variable(opt, name, shape, dtype, value=0):
     with keras.name_scope(opt.name, caller=opt):
-        variable = keras.Variable(
+        variable = _ControlVariable(
             np.broadcast_to(np.asarray(value, dtype=np.dtype(str(dtype))), shape).copy(),
             name=name,
             dtype=dtype,
@@ -145,7 +156,6 @@ def _control_variable(opt, name, shape, dtype, value=0):
             autocast=False,
         )
     variable._kt_control = True
-    _mirror(variable, _host_array(variable))
     opt._track_variable(variable)
     return variable
 
@@ -154,11 +164,13 @@ def _mirror(variable, array):
     """Keep ``array`` (read-only) as the host's copy of control variable
     ``variable``'s value.
 
-    Only control writes its variables (`_assign_wholes`); the train step reads
-    them and Keras's checkpoints leave them out (see the package docstring),
-    so the copy is their value, and host reads of the flags, scales and origin
-    (at every epoch end, and at every `fit`'s start and end) cost no
-    transfer from the device.
+    The train step only reads the control variables and Keras's checkpoints
+    leave them out (see the package docstring): control writes them
+    (`_assign_wholes`, which keeps the copy), and any other write through
+    Keras's `assign` drops the copy (`_ControlVariable`). Host reads of the
+    flags, scales and origin then cost no transfer from the device while
+    the copy stands (on JAX until the epoch's end, when Keras's trainer
+    assigns every variable from its state).
     """
     array = np.array(array)
     array.flags.writeable = False
@@ -193,12 +205,14 @@ def _host_array(variable):
         return host
     value = variable.value
     if _BACKEND == "torch":
-        return value.detach().cpu().numpy()
-    if _BACKEND == "tensorflow":
-        read = getattr(value, "value", None)
-        if callable(read):
-            return read().numpy()
-    return np.asarray(value)
+        array = value.detach().cpu().numpy()
+    elif _BACKEND == "tensorflow" and callable(getattr(value, "value", None)):
+        array = value.value().numpy()
+    else:
+        array = np.asarray(value)
+    if isinstance(variable, _ControlVariable):
+        _mirror(variable, array)
+    return array
 
 
 def _jax_direct(variable):
@@ -255,12 +269,12 @@ def host_assign(variable, value):
     host_assign_many([(variable, value)])
 
 
-def host_assign_many(pairs):
+def host_assign_many(pairs, direct=False):
     """Assign each ``(variable, value)`` pair (a variable may be a `_Part`:
-    the parts of one variable are written together), with one transfer on
-    JAX for them all. A whole variable's value replaces what earlier pairs
-    wrote into it."""
-    _write(pairs, only_changed=False)
+    the parts of one variable are written together). A whole variable's
+    value replaces what earlier pairs wrote into it. ``direct``: see
+    `_assign_wholes`."""
+    _write(pairs, only_changed=False, direct=direct)
 
 
 _NP_DTYPES = {}
@@ -276,30 +290,51 @@ def _np_dtype(variable):
     return dtype
 
 
-def _assign_wholes(pairs):
+def _assign_wholes(pairs, direct=False):
     """Assign each ``(variable, NumPy array)``; the arrays are the caller's
     own copies, of the variable's dtype.
 
-    On JAX the array itself becomes the variable's value, read-only: the
-    next jitted step takes it as an argument (~10 us more for that one step;
-    its output is a JAX array again), where converting it now costs ~20 us
-    (`jnp.asarray`, Keras's `assign`) and 40-90 us in a `fit`. On
-    TensorFlow the tf.Variable's own assign. Under `keras.distribution` or
-    `tf.distribute`, in a stateless scope and for NNX variables, Keras's
-    `assign`.
+    ``direct`` (a `fit` holds the optimizer, and its train step comes next):
+    on JAX the array itself becomes the variable's value, read-only, and the
+    next jitted step takes it as an argument (~10 us more for that step; its
+    output is a JAX array again), where converting it now costs ~20 us
+    (`jnp.asarray`, Keras's `assign`) and 20-90 us in a `fit`; `settle`
+    converts what no step took. On TensorFlow control assigns the
+    tf.Variable itself (~35 us; Keras's `assign` ~90 us). Under
+    `keras.distribution` or `tf.distribute`, in a stateless scope and for
+    NNX variables, Keras's `assign`.
     """
     for variable, value in pairs:
-        if getattr(variable, "_kt_control", False):
-            _mirror(variable, value)
-        if _BACKEND == "jax" and _jax_direct(variable):
+        kept = True
+        if direct and _BACKEND == "jax" and _jax_direct(variable):
             value.flags.writeable = False
             variable._direct_assign(value)
         elif _BACKEND == "tensorflow" and _tf_direct(variable):
-            # ~35 us, against ~90 us for Keras's `assign` (its conversion
-            # and checks, and the read of the value it returns).
             variable._value.assign(value, read_value=False)
         else:
             variable.assign(value)
+            # In a stateless scope the variable itself keeps its value.
+            kept = not _in_stateless_scope()
+        if kept and isinstance(variable, _ControlVariable):
+            _mirror(variable, value)
+
+
+def _in_stateless_scope():
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+
+    return in_stateless_scope()
+
+
+def settle(variables):
+    """Give each JAX variable that holds a NumPy array (a direct write that
+    no step took: see `_assign_wholes`) a device array: outside a `fit`,
+    Keras may ask a value for its sharding."""
+    if _BACKEND != "jax":
+        return
+    for variable in variables:
+        value = getattr(variable, "_value", None)
+        if isinstance(value, np.ndarray):
+            variable._direct_assign(ops.convert_to_tensor(value, dtype=variable.dtype))
 
 
 def host_scalar(variable):
@@ -313,18 +348,18 @@ def host_scalar(variable):
     return _host_array(variable).item()
 
 
-def set_values(pairs):
+def set_values(pairs, direct=False):
     """`host_assign_many`, skipping the variables that hold their values
     already.
 
-    A read costs a few us; an assign from the host about 100 us on JAX (a
-    transfer to the device). Control sets its variables at each `fit`'s
-    start and end, most often to the value they hold.
+    A read costs a few us (none for a control variable: the host's copy);
+    an assign 35-90 us. Control sets its variables at each `fit`'s start
+    and end, most often to the value they hold.
     """
-    _write(pairs, only_changed=True)
+    _write(pairs, only_changed=True, direct=direct)
 
 
-def _write(pairs, only_changed):
+def _write(pairs, only_changed, direct=False):
     """`host_assign_many` (``only_changed=False``) and `set_values`."""
     wholes = {}
     for target, value in pairs:
@@ -349,7 +384,9 @@ def _write(pairs, only_changed):
                 wholes[id(variable)] = [variable, current, False]
                 continue
         wholes[id(variable)] = [variable, wanted, True]
-    _assign_wholes([(v, whole) for v, whole, changed in wholes.values() if changed])
+    _assign_wholes(
+        [(v, whole) for v, whole, changed in wholes.values() if changed], direct
+    )
 
 
 def schedule_scale(opt):
@@ -411,7 +448,9 @@ def _rescale(opt, state, ratio):
     variable (a plain LR, or an installed schedule's scale), `kt_scale`, or
     `kt_own_scale` (the optimizer's own Keras schedule)."""
     if has_lr_variable(opt):
-        host_assign(opt._learning_rate, float(host_scalar(opt._learning_rate)) * ratio)
+        value = float(host_scalar(opt._learning_rate)) * ratio
+        # Direct while a fit holds the optimizer (its next step takes it).
+        host_assign_many([(opt._learning_rate, value)], direct=state.lease is not None)
     elif state.lr_on:
         state.scale.assign(float(host_scalar(state.scale)) * ratio)
     else:

@@ -18,6 +18,7 @@ from keras_tricks._control.reach import _is_control, has_lr_variable
 from keras_tricks._control.state import (
     _HYPER_NAMES,
     _STATE,
+    _host_array,
     _rescale,
     _state,
     current_lr,
@@ -25,6 +26,7 @@ from keras_tricks._control.state import (
     host_scalar,
 )
 
+_BACKEND = keras.backend.backend()
 _controlled_classes = {}
 # The LR and momentum of the update being applied, per thread and optimizer:
 # see `_apply`. Thread-local because tf.distribute runs one replica per thread.
@@ -116,8 +118,11 @@ def _host_step(self, state):
         return False
     on_host = state.host_step
     if on_host is None:
+        # PyTorch only (an eager TensorFlow or JAX step, `run_eagerly=True`,
+        # keeps the tensor path).
         device = getattr(self._iterations.value, "device", None)
-        on_host = state.host_step = getattr(device, "type", "cpu") == "cpu"
+        on_host = _BACKEND == "torch" and getattr(device, "type", None) == "cpu"
+        state.host_step = on_host
     return on_host
 
 
@@ -259,8 +264,9 @@ def _set_weights(self, weights):
     variables (see the package docstring, **Host reads and writes**).
     """
     parent = type(self).__mro__[1]
+    kept = [(v, _host_array(v)) for v in self.variables if _is_control(v)]
     parent.set_weights(self, weights)
-    host_assign_many([(v, v._kt_host) for v in self.variables if _is_control(v)])
+    host_assign_many(kept)
 
 
 _LR_KEYS = (
