@@ -56,12 +56,14 @@ Keras would not do. A diagram of the lifecycle is in `docs/how-it-works.md`.
 
 **Host reads and writes.** The host reads and writes these variables at
 `fit`'s start and end, at epoch ends and at plateau reductions (only the LR
-finder reads `iterations` at every batch). Only control writes the control
-variables (the step reads them, checkpoints leave them out), so the host
-keeps a copy of each (`state._mirror`) and reads the flags, scales and origin
-from it, with no transfer. On JAX control's writes leave a NumPy array as the
-variable's value, which the next step takes as an argument (~10 us more for
-that step, against 20-90 us to convert it at once; `state._assign_wholes`).
+finder reads `iterations` at every batch). The step only reads the control
+variables and checkpoints leave them out: the host keeps a copy of each
+(`state._mirror`, dropped by any other writer's `assign`,
+`state._ControlVariable`) and reads the flags, scales and origin from it.
+On JAX control's writes leave a NumPy array as the variable's value, which
+the next step takes as an argument (`state._assign_wholes`; `state.settle`
+gives them device arrays before Keras needs their sharding, under a
+`keras.distribution`).
 
 **Saving.** The control variables are *not* saved: an optimizer's saved
 variables must be exactly Keras's, because Keras skips loading *all* of them

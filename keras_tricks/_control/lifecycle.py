@@ -23,7 +23,6 @@ from keras_tricks._control.reach import (
 from keras_tricks._control.state import (
     _STATE,
     _Lease,
-    _Part,
     _rescale,
     _State,
     _state,
@@ -94,7 +93,10 @@ def _create_state(opt, model):
 
 
 def _guard(model):
-    """Wrap the model's `fit` and `train_on_batch` to release stale control."""
+    """Wrap the model's `fit` and `train_on_batch` to release stale control,
+    and these and `evaluate`, `predict`, `test_on_batch` and
+    `predict_on_batch` to `settle` the optimizer's values under a
+    `keras.distribution` (JAX)."""
     if vars(model).get(_GUARD):
         return
     try:
@@ -102,13 +104,17 @@ def _guard(model):
     except TypeError:
         return
 
-    def wrap(name):
+    def wrap(name, begin):
         original = getattr(model, name)
 
         def guarded(*args, **kwargs):
             target = model_ref()
             if target is not None:
-                _begin_fit(getattr(target, "optimizer", None))
+                optimizer = getattr(target, "optimizer", None)
+                if begin:
+                    _begin_fit(optimizer)
+                for opt in base_optimizers(optimizer):
+                    settle(opt.variables)
             return original(*args, **kwargs)
 
         guarded.__wrapped__ = original
@@ -117,8 +123,10 @@ def _guard(model):
         return guarded
 
     try:
-        object.__setattr__(model, "fit", wrap("fit"))
-        object.__setattr__(model, "train_on_batch", wrap("train_on_batch"))
+        for name in ("fit", "train_on_batch"):
+            object.__setattr__(model, name, wrap(name, begin=True))
+        for name in ("evaluate", "predict", "test_on_batch", "predict_on_batch"):
+            object.__setattr__(model, name, wrap(name, begin=False))
         object.__setattr__(model, _GUARD, True)
     except AttributeError:
         pass
@@ -199,9 +207,8 @@ def start(optimizer, origin, lr_on=True, momentum_on=False, scale=None):
         if scale is not None:
             pairs.append(schedule_scale_target(opt, scale))
         pairs.append((state.flags, [float(lr_on), float(momentum_on)]))
-        # The fit's train step comes next: direct values (see
-        # `state._assign_wholes`).
-        set_values(pairs, direct=True)
+        # One call for every value that changes.
+        set_values(pairs)
         state.lr_on, state.momentum_on = bool(lr_on), bool(momentum_on)
 
 
@@ -292,11 +299,6 @@ def _release_one(opt, state, ended=False):
     if lease_.user_lr is not None and has_lr_variable(opt):
         pairs.append((opt._learning_rate, lease_.user_lr))
     set_values(pairs)
-    # What a direct write of the fit left and no step took (a fit that
-    # ended right after a reduction, or with no step after `start`).
-    origin = state.origin.variable if isinstance(state.origin, _Part) else state.origin
-    lr = [opt._learning_rate] if has_lr_variable(opt) else []
-    settle([state.control, origin, *lr])
     state.lr_on = state.momentum_on = False
     state.lease = None
 

@@ -269,12 +269,11 @@ def host_assign(variable, value):
     host_assign_many([(variable, value)])
 
 
-def host_assign_many(pairs, direct=False):
+def host_assign_many(pairs):
     """Assign each ``(variable, value)`` pair (a variable may be a `_Part`:
-    the parts of one variable are written together). A whole variable's
-    value replaces what earlier pairs wrote into it. ``direct``: see
-    `_assign_wholes`."""
-    _write(pairs, only_changed=False, direct=direct)
+    the parts of one variable are written together; see `_assign_wholes`).
+    A whole variable's value replaces what earlier pairs wrote into it."""
+    _write(pairs, only_changed=False)
 
 
 _NP_DTYPES = {}
@@ -290,23 +289,24 @@ def _np_dtype(variable):
     return dtype
 
 
-def _assign_wholes(pairs, direct=False):
+def _assign_wholes(pairs):
     """Assign each ``(variable, NumPy array)``; the arrays are the caller's
     own copies, of the variable's dtype.
 
-    ``direct`` (a `fit` holds the optimizer, and its train step comes next):
-    on JAX the array itself becomes the variable's value, read-only, and the
+    On JAX the array itself becomes the variable's value, read-only, and the
     next jitted step takes it as an argument (~10 us more for that step; its
-    output is a JAX array again), where converting it now costs ~20 us
-    (`jnp.asarray`, Keras's `assign`) and 20-90 us in a `fit`; `settle`
-    converts what no step took. On TensorFlow control assigns the
-    tf.Variable itself (~35 us; Keras's `assign` ~90 us). Under
-    `keras.distribution` or `tf.distribute`, in a stateless scope and for
-    NNX variables, Keras's `assign`.
+    output is a JAX array again), where converting it now costs 20-90 us
+    (`jnp.asarray`, Keras's `assign`) and 200 us right after a `fit`; a
+    `fit`, `evaluate` or `predict` under a `keras.distribution` first gives
+    such values device arrays (`settle`: Keras asks each value for its
+    sharding there). On TensorFlow control assigns the tf.Variable itself
+    (~35 us; Keras's `assign` ~90 us). Under `keras.distribution` or
+    `tf.distribute`, in a stateless scope and for NNX variables, Keras's
+    `assign`.
     """
     for variable, value in pairs:
         kept = True
-        if direct and _BACKEND == "jax" and _jax_direct(variable):
+        if _BACKEND == "jax" and _jax_direct(variable):
             value.flags.writeable = False
             variable._direct_assign(value)
         elif _BACKEND == "tensorflow" and _tf_direct(variable):
@@ -326,10 +326,14 @@ def _in_stateless_scope():
 
 
 def settle(variables):
-    """Give each JAX variable that holds a NumPy array (a direct write that
-    no step took: see `_assign_wholes`) a device array: outside a `fit`,
-    Keras may ask a value for its sharding."""
+    """Give each JAX variable that holds a NumPy array (a direct write: see
+    `_assign_wholes`) a device array, when a `keras.distribution` is set:
+    Keras then asks every value for its sharding when it builds a train,
+    test or predict function. Called by the model's guarded methods."""
     if _BACKEND != "jax":
+        return
+    checks = _JAX_CHECKS or _jax_checks()
+    if checks[2]("distribution") is None:
         return
     for variable in variables:
         value = getattr(variable, "_value", None)
@@ -348,7 +352,7 @@ def host_scalar(variable):
     return _host_array(variable).item()
 
 
-def set_values(pairs, direct=False):
+def set_values(pairs):
     """`host_assign_many`, skipping the variables that hold their values
     already.
 
@@ -356,10 +360,10 @@ def set_values(pairs, direct=False):
     an assign 35-90 us. Control sets its variables at each `fit`'s start
     and end, most often to the value they hold.
     """
-    _write(pairs, only_changed=True, direct=direct)
+    _write(pairs, only_changed=True)
 
 
-def _write(pairs, only_changed, direct=False):
+def _write(pairs, only_changed):
     """`host_assign_many` (``only_changed=False``) and `set_values`."""
     wholes = {}
     for target, value in pairs:
@@ -384,9 +388,7 @@ def _write(pairs, only_changed, direct=False):
                 wholes[id(variable)] = [variable, current, False]
                 continue
         wholes[id(variable)] = [variable, wanted, True]
-    _assign_wholes(
-        [(v, whole) for v, whole, changed in wholes.values() if changed], direct
-    )
+    _assign_wholes([(v, whole) for v, whole, changed in wholes.values() if changed])
 
 
 def schedule_scale(opt):
@@ -448,9 +450,7 @@ def _rescale(opt, state, ratio):
     variable (a plain LR, or an installed schedule's scale), `kt_scale`, or
     `kt_own_scale` (the optimizer's own Keras schedule)."""
     if has_lr_variable(opt):
-        value = float(host_scalar(opt._learning_rate)) * ratio
-        # Direct while a fit holds the optimizer (its next step takes it).
-        host_assign_many([(opt._learning_rate, value)], direct=state.lease is not None)
+        host_assign(opt._learning_rate, float(host_scalar(opt._learning_rate)) * ratio)
     elif state.lr_on:
         state.scale.assign(float(host_scalar(state.scale)) * ratio)
     else:
