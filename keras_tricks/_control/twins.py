@@ -24,6 +24,7 @@ from keras_tricks._control.state import (
     current_lr,
     host_assign_many,
     host_scalar,
+    scheduled_lr,
 )
 
 _BACKEND = keras.backend.backend()
@@ -132,15 +133,8 @@ def _host_values(self, state):
     on as numbers (`alpha=-lr`, `momentum != 0`), where the tensor path costs
     ~30 us more an update on a CPU (a few tensor ops, each ~3 us, and the
     conversions Keras's update makes of a tensor LR and momentum)."""
-    program = state.program
-    shifted = int(self._iterations.value.item()) - int(host_scalar(state.origin))
-    local = max(shifted, 0) // program.divisor
-    lr = program.host_lr(local)
-    if has_lr_variable(self):
-        lr *= float(self._learning_rate.value.item()) / program.peak
-    else:
-        lr *= float(host_scalar(state.scale))
-    momentum = program.host_momentum(local) if state.momentum_on else None
+    lr, local = scheduled_lr(self, state)
+    momentum = state.program.host_momentum(local) if state.momentum_on else None
     return lr, momentum
 
 

@@ -65,14 +65,9 @@ def _config_key(schedule):
         return None
 
 
-def make_program(model, schedule, momentum, divisor, table_size, key=False):
-    """The `_control.Program` for ``schedule`` in this model's train step.
-
-    ``key``: the schedule's `_config_key` when the caller has it (False:
-    compute it here).
-    """
-    if key is False:
-        key = _config_key(schedule)
+def make_program(model, schedule, momentum, divisor, table_size, key):
+    """The `_control.Program` for ``schedule`` in this model's train step;
+    ``key`` is the schedule's `_config_key`."""
     backend = keras.backend.backend()
     if not table_size or table_size > _MAX_TABLE:
         table_size = None
@@ -374,12 +369,9 @@ class ScheduleCallback(keras.callbacks.Callback):
         if logs is None or not self._placed or self._program is None:
             return
         base = self._base
-        state = _control._state(base)
-        if state is None or state.lease is None or state.lease.owner() is not self:
+        if _control.owner(base) is not self:
             return
-        shifted, scale = _control.position(base, state)
-        local = max(shifted, 0) // self._program.divisor
-        logs["lr"] = self._program.host_lr(local) * scale
+        logs["lr"], local = _control.scheduled_lr(base, _control._state(base))
         if self._cycle_momentum:
             momentum = self._program.host_momentum(local)
         else:
