@@ -503,9 +503,9 @@ def test_an_origin_round_trips_exactly_through_its_halves(origin):
 
     part = _Origin(keras.Variable(np.zeros((6,), "float32")), "int64")
     entries = part.encode(origin)
-    assert entries.dtype == np.float32
+    assert all(float(np.float32(e)) == e for e in entries)
     assert 0 <= entries[1] < 2**24
-    assert int(part.decode(entries)) == origin
+    assert int(part.decode(np.asarray(entries, np.float32))) == origin
 
 
 def test_a_schedule_starts_exactly_on_a_step_counter_past_float32s_integers():
@@ -634,6 +634,53 @@ def test_host_copies_of_the_control_state_follow_every_workflow(tmp_path):
     # And the step reads what the host reads: no schedule in control now.
     _, rec = _fit(loaded, [], epochs=1)
     np.testing.assert_allclose(rec.lr, _control.current_lr(loaded.optimizer), rtol=1e-6)
+
+
+def test_the_host_copy_stands_through_the_epoch_ends_of_a_fit():
+    """Keras's JAX trainer removes every optimizer variable's value while an
+    epoch runs and assigns them back at its end; the step only reads the
+    control state, so the host's copy stands there (no device read at each
+    epoch end) and still equals the value. On every backend a copy, where
+    there is one, equals the value at each epoch end."""
+    model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    base = model.optimizer
+    kept = []
+
+    class Look(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            # (Keras's JAX trainer assigned its state back before this.)
+            kept.append(_control._state(base).control._kt_host is not None)
+            _assert_mirrors_hold(base)
+
+    _fit(model, [Look(), ktc.OneCycle(max_lr=0.05), _reducer()], epochs=3)
+    assert len(kept) == 3
+    if BACKEND == "jax":
+        assert all(kept)
+    # The host reads at those epoch ends were right: the LR logged at each
+    # epoch end is the one the step used next.
+    history, rec = _fit(model, [Look(), ktc.WarmupCosine(peak_lr=0.05)], epochs=3)
+    assert all(kept)
+    np.testing.assert_allclose(history.history["lr"][:2], rec.lr[SPE::SPE][:2], rtol=1e-5)
+    assert _control.current_lr(base) == pytest.approx(0.1)
+
+
+def test_a_read_inside_a_stateless_scope_is_not_kept_as_the_host_copy():
+    """Inside a stateless scope a variable reads the scope's value: a host
+    read there must not become the host's copy of the variable."""
+    from keras.src.backend.common.stateless_scope import StatelessScope
+
+    from keras_tricks._control.state import host_scalar
+
+    model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    _fit(model, [ktc.OneCycle(max_lr=0.05)], epochs=1)
+    state = _control._state(model.optimizer)
+    state.control._kt_host = None
+    other = np.asarray(ops.convert_to_numpy(state.control.value)).copy()
+    other[2] = 0.25
+    with StatelessScope(state_mapping=[(state.control, ops.convert_to_tensor(other))]):
+        assert host_scalar(state.scale) == pytest.approx(0.25)
+    assert host_scalar(state.scale) == pytest.approx(1.0)
+    _assert_mirrors_hold(model.optimizer)
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's eager step")

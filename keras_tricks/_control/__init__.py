@@ -59,7 +59,10 @@ Keras would not do. A diagram of the lifecycle is in `docs/how-it-works.md`.
 finder reads `iterations` at every batch). The step only reads the control
 variables and checkpoints leave them out: the host keeps a copy of each
 (`state._mirror`, dropped by any other writer's `assign`,
-`state._ControlVariable`) and reads the flags, scales and origin from it.
+`state._ControlVariable`, except Keras's JAX trainer assigning back the
+values it removed for an epoch) and reads the flags, scales and origin from
+it. `take_control` records an optimizer's base optimizers on it
+(`reach._TAKEN`): the hooks at each epoch end do not walk the wrappers again.
 On JAX control's writes leave a NumPy array as the variable's value, which
 the next step takes as an argument (`state._assign_wholes`; `state.settle`
 gives them device arrays before Keras needs their sharding, under a

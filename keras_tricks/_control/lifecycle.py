@@ -15,7 +15,9 @@ import keras
 import numpy as np
 
 from keras_tricks._control.reach import (
+    _TAKEN,
     _all_optimizers,
+    _Taken,
     base_optimizers,
     has_lr_variable,
     momentum_attribute,
@@ -49,6 +51,13 @@ def take_control(optimizer, model=None):
     `train_on_batch` (see the module docstring) and releases a schedule that
     an earlier `fit` left installed. Returns the base optimizers.
     """
+    taken = getattr(optimizer, "__dict__", {}).get(_TAKEN)
+    if taken is not None:
+        # Under control already (the optimizers behind a wrapper do not
+        # change): only the model may be new.
+        if model is not None:
+            _guard(model)
+        return list(taken.bases)
     bases = base_optimizers(optimizer)
     if not bases:
         raise ValueError(
@@ -79,6 +88,7 @@ def take_control(optimizer, model=None):
             # A train function traced before holds the uncontrolled step
             # (TensorFlow keeps it; JAX would not see the new variables).
             refresh(model)
+    vars(optimizer)[_TAKEN] = _Taken(bases)
     return bases
 
 
@@ -370,12 +380,14 @@ def set_lr_scale(optimizer, scale):
             state.own_scale.assign(scale)
 
 
-def multiply_lr(optimizer, factor, min_lr=0.0, model=None):
+def multiply_lr(optimizer, factor, min_lr=0.0, model=None, known=None):
     """Multiply the running LR by ``factor``, not below ``min_lr``.
 
     The LR variable (plain LR, or the scale of an installed schedule), or the
     scale of the schedule in control. Returns ``[(opt, new_lr), ...]`` for
     the base optimizers whose LR was above ``min_lr``. Nothing retraces.
+    ``known``: ``{id(base optimizer): current_lr(opt, host=True)}`` read
+    since the last write (the caller's log of this epoch end).
     """
     floor = np.float32(min_lr)
     changed = []
@@ -386,7 +398,9 @@ def multiply_lr(optimizer, factor, min_lr=0.0, model=None):
         # whatever its last digits, except near a positive floor, where the
         # step's exact value decides. (A schedule at exactly 0, its end or a
         # warmup's start, is 0 on the host and in the step alike.)
-        old = current_lr(opt, host=True)
+        old = known.get(id(opt)) if known else None
+        if old is None:
+            old = current_lr(opt, host=True)
         if floor > 0 and old * factor <= float(floor) * (1.0 + 1e-4):
             old = current_lr(opt)
         if not old > floor:

@@ -8,6 +8,21 @@ control needs to know about an optimizer.
 
 import keras
 
+# On an optimizer that `take_control` took: a `_Taken` of its base
+# optimizers (the optimizers behind a wrapper do not change).
+_TAKEN = "_kt_taken"
+
+
+class _Taken:
+    """The base optimizers of a controlled optimizer. Not a tuple: Keras's
+    saving walks an object's lists and tuples, and a base optimizer would
+    hold itself."""
+
+    __slots__ = ("bases",)
+
+    def __init__(self, bases):
+        self.bases = tuple(bases)
+
 
 def base_optimizers(optimizer):
     """The optimizers that really apply updates, behind any wrappers.
@@ -17,6 +32,9 @@ def base_optimizers(optimizer):
     """
     if optimizer is None:
         return []
+    taken = getattr(optimizer, "__dict__", {}).get(_TAKEN)
+    if taken is not None:
+        return list(taken.bases)
     nested = getattr(optimizer, "optimizers", None)
     if isinstance(nested, (list, tuple)) and nested:
         found = []

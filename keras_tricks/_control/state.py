@@ -92,8 +92,9 @@ class _Part:
         return self.value[i]
 
     def encode(self, value):
-        """``value`` as the entries of the whole variable at ``index``."""
-        return np.asarray(value, dtype=np.float32)
+        """``value`` as the entries of the whole variable at ``index``:
+        float32 values as Python floats (a float, or a list for a slice)."""
+        return np.asarray(value, dtype=np.float32).tolist()
 
     def decode(self, entries):
         return entries
@@ -129,20 +130,31 @@ class _Origin(_Part):
     def encode(self, value):
         value = int(value)
         hi = value // _HALF
-        return np.asarray([hi, value - hi * _HALF], dtype=np.float32)
+        # Both exact in float32 (see the class docstring).
+        return [float(hi), float(value - hi * _HALF)]
 
     def decode(self, entries):
-        return int(entries[0]) * _HALF + int(entries[1])
+        hi, lo = entries.tolist()
+        return int(hi) * _HALF + int(lo)
 
 
 class _ControlVariable(keras.Variable):
     """A control variable: a Keras variable whose `assign` (any writer but
-    control's own, e.g. `Model.set_state_tree`, Keras's JAX trainer syncing
-    its state at an epoch end) drops the host's copy (`_mirror`): the next
-    host read goes to the device and copies it again."""
+    control's own, e.g. `Model.set_state_tree`, `load_weights`) drops the
+    host's copy (`_mirror`): the next host read goes to the device and
+    copies it again.
+
+    Except on JAX when the variable holds no value: Keras's JAX trainer
+    removes every optimizer variable's value while an epoch runs (its state
+    lives in the jitted step's inputs and outputs) and assigns them back at
+    the epoch's end, or when a callback reads the model; the step only reads
+    the control variables, so the value assigned back is the one the host's
+    copy holds (a read at each epoch end saved: ~10 us there).
+    """
 
     def assign(self, value):
-        self._kt_host = None
+        if not (_BACKEND == "jax" and not _NNX and self._value is None):
+            self._kt_host = None
         return super().assign(value)
 
 
@@ -163,9 +175,10 @@ def _control_variable(opt, name, shape, dtype, value=0):
     return variable
 
 
-def _mirror(variable, array):
+def _mirror(variable, array, owned=False):
     """Keep ``array`` (read-only) as the host's copy of control variable
-    ``variable``'s value.
+    ``variable``'s value; ``owned``: nothing else holds ``array`` (no copy
+    needed; a NumPy view of a JAX array is read-only already).
 
     The train step only reads the control variables and Keras's checkpoints
     leave them out (see the package docstring): control writes them
@@ -175,7 +188,9 @@ def _mirror(variable, array):
     the copy stands (on JAX until the epoch's end, when Keras's trainer
     assigns every variable from its state).
     """
-    array = np.array(array)
+    if not isinstance(array, np.ndarray) or (not owned and array.flags.writeable):
+        # (TensorFlow's `numpy()` of a scalar is a NumPy scalar.)
+        array = np.array(array)
     array.flags.writeable = False
     variable._kt_host = array
 
@@ -207,32 +222,30 @@ def _host_array(variable):
     host = getattr(variable, "_kt_host", None)
     if host is not None:
         return host
-    value = variable.value
+    # The stored value itself (Keras's `value` would also cast it in an
+    # autocast scope: ~5 us at an epoch end); Keras's `value` inside a
+    # stateless scope (the scope's value, not kept as the host's copy), for
+    # NNX and for an unset value.
+    stored = not _NNX and not in_stateless_scope()
+    value = variable._value if stored else None
+    if value is None:
+        stored = False
+        value = variable.value
     if _BACKEND == "torch":
         array = value.detach().cpu().numpy()
     elif _BACKEND == "tensorflow" and callable(getattr(value, "value", None)):
         array = value.value().numpy()
     else:
         array = np.asarray(value)
-    if isinstance(variable, _ControlVariable):
-        _mirror(variable, array)
+    if stored and isinstance(variable, _ControlVariable):
+        # PyTorch's array shares the tensor's memory; TensorFlow's is a copy;
+        # JAX's is a read-only view of an immutable array.
+        _mirror(variable, array, owned=_BACKEND != "torch")
     return array
 
 
 def _distribution():
     return global_state.get_global_attribute("distribution")
-
-
-def _jax_direct(variable):
-    """True when a NumPy array may stand as a JAX variable's value (see
-    `_assign_wholes`): a Keras JAX variable, not NNX's, with no layout, no
-    `keras.distribution`, not inside a stateless scope."""
-    return (
-        not _NNX
-        and getattr(variable, "_layout", None) is None
-        and _distribution() is None
-        and not in_stateless_scope()
-    )
 
 
 def _tf_direct(variable):
@@ -267,7 +280,7 @@ _NP_DTYPES = {}
 def _np_dtype(variable):
     """The NumPy dtype of a variable (Keras's standardization, cached: it
     costs ~15 us a call in a `fit`)."""
-    name = variable.dtype
+    name = variable._dtype
     dtype = _NP_DTYPES.get(name)
     if dtype is None:
         dtype = _NP_DTYPES[name] = np.dtype(keras.backend.standardize_dtype(name))
@@ -289,9 +302,20 @@ def _assign_wholes(pairs):
     `tf.distribute`, in a stateless scope and for NNX variables, Keras's
     `assign`.
     """
+    if not pairs:
+        return
+    # A NumPy array may stand as a JAX variable's value: a Keras JAX
+    # variable, not NNX's, with no layout, no `keras.distribution`, not
+    # inside a stateless scope.
+    jax_direct = (
+        _BACKEND == "jax"
+        and not _NNX
+        and _distribution() is None
+        and not in_stateless_scope()
+    )
     for variable, value in pairs:
         kept = True
-        if _BACKEND == "jax" and _jax_direct(variable):
+        if jax_direct and getattr(variable, "_layout", None) is None:
             value.flags.writeable = False
             variable._direct_assign(value)
         elif _BACKEND == "tensorflow" and _tf_direct(variable):
@@ -301,7 +325,7 @@ def _assign_wholes(pairs):
             # In a stateless scope the variable itself keeps its value.
             kept = not in_stateless_scope()
         if kept and isinstance(variable, _ControlVariable):
-            _mirror(variable, value)
+            _mirror(variable, value, owned=True)
 
 
 def settle(variables):
@@ -344,22 +368,28 @@ def set_values(pairs):
 
 
 def _write(pairs, only_changed):
-    """`host_assign_many` (``only_changed=False``) and `set_values`."""
+    """`host_assign_many` (``only_changed=False``) and `set_values`.
+
+    The parts of a variable are written into a Python list of its entries
+    (cheaper than NumPy for a few scalars), which becomes one array."""
     wholes = {}
     for target, value in pairs:
-        variable = target.variable if isinstance(target, _Part) else target
-        entry = wholes.get(id(variable))
         if isinstance(target, _Part):
+            variable = target.variable
+            entry = wholes.get(id(variable))
             if entry is None:
                 entry = wholes[id(variable)] = [variable, _host_array(variable), False]
+            entries = entry[1]
+            if not isinstance(entries, list):
+                entries = entry[1] = entries.tolist()
             wanted = target.encode(value)
-            if not only_changed or entry[1][target.index].tolist() != wanted.tolist():
-                if not entry[2]:
-                    # The host read is shared (read-only): write into a copy.
-                    entry[1] = np.array(entry[1])
-                entry[1][target.index] = wanted
+            index = target.index
+            if not only_changed or entries[index] != wanted:
+                entries[index] = wanted
                 entry[2] = True
             continue
+        variable = target
+        entry = wholes.get(id(variable))
         # A copy: a later part of this call writes into it.
         wanted = np.array(value, dtype=_np_dtype(variable))
         if only_changed and entry is None:
@@ -368,7 +398,13 @@ def _write(pairs, only_changed):
                 wholes[id(variable)] = [variable, current, False]
                 continue
         wholes[id(variable)] = [variable, wanted, True]
-    _assign_wholes([(v, whole) for v, whole, changed in wholes.values() if changed])
+    changed = []
+    for variable, whole, was_changed in wholes.values():
+        if was_changed:
+            if isinstance(whole, list):
+                whole = np.array(whole, dtype=_np_dtype(variable))
+            changed.append((variable, whole))
+    _assign_wholes(changed)
 
 
 def schedule_scale(opt):
@@ -492,9 +528,15 @@ def current_momentum(optimizer):
     return _as_float(value)
 
 
-def user_momentum(opt):
-    """The user's momentum (`beta_1` or SGD's `momentum`) of ``opt``, or None."""
-    name = momentum_attribute(opt)
+_ASK = object()
+
+
+def user_momentum(opt, name=_ASK):
+    """The user's momentum (`beta_1` or SGD's `momentum`) of ``opt``, or None.
+
+    ``name``: ``momentum_attribute(opt)``, when the caller knows it."""
+    if name is _ASK:
+        name = momentum_attribute(opt)
     if name is None:
         return None
     value = vars(opt).get(name, None)

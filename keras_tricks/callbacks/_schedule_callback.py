@@ -187,6 +187,7 @@ class ScheduleCallback(keras.callbacks.Callback):
         self._iters_per_epoch = None
         self._fit_steps = None
         self._base = None
+        self._momentum_name = None
 
     # -- to implement -------------------------------------------------------
 
@@ -288,6 +289,9 @@ class ScheduleCallback(keras.callbacks.Callback):
             self.model, self._schedule, momentum, self._divisor, table_size, key
         )
         self._base = _control.lease(optimizer, self)[0]
+        if not self._cycle_momentum:
+            # For the logs (see `on_epoch_end`).
+            self._momentum_name = _control.momentum_attribute(self._base)
         self._program = _control.install(self.model, program)
 
     def _sized_schedule(self, total, per_epoch):
@@ -369,13 +373,15 @@ class ScheduleCallback(keras.callbacks.Callback):
         if logs is None or not self._placed or self._program is None:
             return
         base = self._base
-        if _control.owner(base) is not self:
+        state = _control._state(base)
+        lease = state.lease
+        if lease is None or lease.owner() is not self:
             return
-        logs["lr"], local = _control.scheduled_lr(base, _control._state(base))
+        logs["lr"], local = _control.scheduled_lr(base, state)
         if self._cycle_momentum:
             momentum = self._program.host_momentum(local)
         else:
-            momentum = _control.user_momentum(base)
+            momentum = _control.user_momentum(base, self._momentum_name)
         if momentum is not None:
             logs["momentum"] = momentum
 

@@ -8,24 +8,31 @@ from keras_tricks import _control
 from keras_tricks.callbacks import _monitor
 
 
-def _lr_of(optimizer):
-    return _control.current_lr(optimizer, host=True)
-
-
 def log_learning_rates(model, logs):
-    """Write the current LR(s) into ``logs`` the way Keras's callback does."""
+    """Write the current LR(s) into ``logs`` the way Keras's callback does.
+
+    Returns what it read, ``{id(base optimizer): lr}``, for
+    `reduce_learning_rate` at the same epoch end (each read costs a few
+    host transfers)."""
     optimizer = model.optimizer
     if optimizer is None or logs is None:
-        return
+        return {}
+    read = {}
     nested = getattr(optimizer, "optimizers", None)
     if isinstance(nested, (list, tuple)) and nested:
-        for opt in nested:
-            logs[f"learning_rate_{opt.name}"] = _lr_of(opt)
+        named = [(f"learning_rate_{opt.name}", opt) for opt in nested]
     else:
-        logs["learning_rate"] = _lr_of(optimizer)
+        named = [("learning_rate", optimizer)]
+    for key, opt in named:
+        bases = _control.base_optimizers(opt)
+        lr = _control.current_lr(opt, host=True)
+        logs[key] = lr
+        if bases:
+            read[id(bases[0])] = lr
+    return read
 
 
-def reduce_learning_rate(model, factor, min_lr):
+def reduce_learning_rate(model, factor, min_lr, known=None):
     """Multiply the model's LR by ``factor``, not below ``min_lr``.
 
     Whatever drives the LR, the reduction is run-time state that the compiled
@@ -35,11 +42,12 @@ def reduce_learning_rate(model, factor, min_lr):
     variable; a schedule the optimizer was created with is scaled too.
     ``min_lr`` bounds the LR at the moment of the reduction. Returns
     ``[(optimizer, new_lr), ...]`` for the optimizers that changed.
+    ``known``: what `log_learning_rates` read at this epoch end.
     """
     optimizer = model.optimizer
     if not _control.base_optimizers(optimizer):
         raise ValueError("The model has no optimizer. Compile the model before `fit`.")
-    return _control.multiply_lr(optimizer, factor, min_lr, model=model)
+    return _control.multiply_lr(optimizer, factor, min_lr, model=model, known=known)
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
@@ -184,7 +192,7 @@ class ReduceLROnPlateau(_monitor.MonitorCallback):
             self._set_monitor_op()
         if logs is None:
             logs = {}
-        log_learning_rates(model, logs)
+        known = log_learning_rates(model, logs)
         current = self.get_monitor_value(logs)
         if current is None:
             return
@@ -205,7 +213,9 @@ class ReduceLROnPlateau(_monitor.MonitorCallback):
         elif not self.in_cooldown():
             self.wait += 1
             if self.wait >= self.patience:
-                changed = reduce_learning_rate(model, self.factor, self.min_lr)
+                changed = reduce_learning_rate(
+                    model, self.factor, self.min_lr, known=known
+                )
                 if changed:
                     weights_changed = True
                     self.cooldown_counter = self.cooldown

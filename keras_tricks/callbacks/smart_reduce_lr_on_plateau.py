@@ -350,13 +350,13 @@ class SmartReduceLROnPlateau(_monitor.MonitorCallback):
         model = self.model
         if logs is None:
             logs = {}
-        log_learning_rates(model, logs)
+        known = log_learning_rates(model, logs)
         current = self.get_monitor_value(logs)
         if current is None or not math.isfinite(current):
             return
         weights_changed = False
         if self.rule.update(current):
-            changed = reduce_learning_rate(model, self.factor, self.min_lr)
+            changed = reduce_learning_rate(model, self.factor, self.min_lr, known=known)
             if changed:
                 weights_changed = True
                 new_lr = changed[0][1]
