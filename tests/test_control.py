@@ -664,6 +664,73 @@ def test_the_host_copy_stands_through_the_epoch_ends_of_a_fit():
     assert _control.current_lr(base) == pytest.approx(0.1)
 
 
+def test_the_host_copy_follows_an_epoch_whose_first_step_never_ran():
+    """Data that runs out at an epoch's first batch: Keras's JAX trainer
+    assigns back its state of the epoch before, older than the plateau
+    reduction made since (Keras loses that write): the host copy must
+    follow the variable, not keep the lost write."""
+
+    def batches():
+        for _ in range(4):
+            yield np.ones((4, 4), "float32"), np.zeros((4, 1), "float32")
+
+    class Spy(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            _assert_mirrors_hold(self.model.optimizer)
+
+        def on_epoch_end(self, epoch, logs=None):
+            _assert_mirrors_hold(self.model.optimizer)
+
+    model = _model(keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(0.1, 1000)))
+    reducer = ktc.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1e9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras: "Your input ran out of data"
+        model.fit(batches(), steps_per_epoch=2, epochs=4, callbacks=[Spy(), reducer], verbose=0)
+    _assert_mirrors_hold(model.optimizer)
+    state = _control._state(model.optimizer)
+    device = float(np.asarray(ops.convert_to_numpy(state.control.value))[3])
+    assert _control.get_lr_scale(model.optimizer) == pytest.approx(device)
+
+
+def test_a_part_of_the_control_vector_broadcasts_like_numpy():
+    from keras_tricks._control.state import _host_array
+
+    model = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    _fit(model, [ktc.OneCycle(max_lr=0.05)], epochs=1)
+    state = _control._state(model.optimizer)
+    shape = tuple(state.control.shape)
+    state.flags.assign([1.0])
+    np.testing.assert_array_equal(state.flags.numpy(), [1.0, 1.0])
+    state.flags.assign(0.0)
+    np.testing.assert_array_equal(state.flags.numpy(), [0.0, 0.0])
+    with pytest.raises(ValueError):
+        state.flags.assign([1.0, 0.0, 1.0])
+    assert tuple(np.shape(_host_array(state.control))) == shape
+    _assert_mirrors_hold(model.optimizer)
+
+
+def test_set_weights_keeps_the_control_values_without_a_host_copy():
+    """The twin's `set_weights` keeps control's values also when no host
+    copy stands (on PyTorch a read of the tensor shares its memory, which
+    Keras's `set_weights` then overwrites in place)."""
+    model = _model(keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(0.1, 1000)))
+    _fit(model, [], epochs=1)
+    opt = model.optimizer
+    _control.take_control(opt, model)
+    state = _control._state(opt)
+    state.own_scale.assign(0.5)
+    # Any other writer drops the host copy.
+    state.control.assign(np.array(ops.convert_to_numpy(state.control.value)))
+    assert state.control._kt_host is None
+    weights = [np.array(ops.convert_to_numpy(v.value)) for v in opt.variables]
+    for i, v in enumerate(opt.variables):
+        if v is state.control:
+            weights[i] = np.zeros_like(weights[i])
+    opt.set_weights(weights)
+    assert float(np.asarray(ops.convert_to_numpy(state.control.value))[3]) == 0.5
+    assert _control.get_lr_scale(opt) == 0.5
+
+
 def test_a_read_inside_a_stateless_scope_is_not_kept_as_the_host_copy():
     """Inside a stateless scope a variable reads the scope's value: a host
     read there must not become the host's copy of the variable."""

@@ -93,8 +93,14 @@ class _Part:
 
     def encode(self, value):
         """``value`` as the entries of the whole variable at ``index``:
-        float32 values as Python floats (a float, or a list for a slice)."""
-        return np.asarray(value, dtype=np.float32).tolist()
+        float32 values as Python floats (a float, or a list for a slice,
+        broadcast to its length as NumPy's assignment does)."""
+        array = np.asarray(value, dtype=np.float32)
+        if isinstance(self.index, slice):
+            length = len(range(*self.index.indices(self.variable.shape[0])))
+            if array.shape != (length,):
+                array = np.broadcast_to(array, (length,))
+        return array.tolist()
 
     def decode(self, entries):
         return entries
@@ -148,13 +154,25 @@ class _ControlVariable(keras.Variable):
     removes every optimizer variable's value while an epoch runs (its state
     lives in the jitted step's inputs and outputs) and assigns them back at
     the epoch's end, or when a callback reads the model; the step only reads
-    the control variables, so the value assigned back is the one the host's
-    copy holds (a read at each epoch end saved: ~10 us there).
+    the control variables, so the value assigned back (a new array: the
+    step's output) is the one the host's copy holds (a read at each epoch
+    end saved: ~10 us there).
     """
 
     def assign(self, value):
-        if not (_BACKEND == "jax" and not _NNX and self._value is None):
+        # An epoch whose first step never ran (its data ran out, an error)
+        # leaves the trainer's state of the epoch before, which it assigns
+        # back again: the same array as the last assign, older than a
+        # control write since then. It drops the copy.
+        reattached = (
+            _BACKEND == "jax"
+            and not _NNX
+            and self._value is None
+            and value is not getattr(self, "_kt_assigned", None)
+        )
+        if not reattached:
             self._kt_host = None
+        self._kt_assigned = value
         return super().assign(value)
 
 
@@ -171,6 +189,7 @@ def _control_variable(opt, name, shape, dtype, value=0):
             autocast=False,
         )
     variable._kt_control = True
+    variable._kt_host = None
     opt._track_variable(variable)
     return variable
 
@@ -241,6 +260,7 @@ def _host_array(variable):
         # PyTorch's array shares the tensor's memory; TensorFlow's is a copy;
         # JAX's is a read-only view of an immutable array.
         _mirror(variable, array, owned=_BACKEND != "torch")
+        return variable._kt_host
     return array
 
 

@@ -12,6 +12,7 @@ import threading
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_tricks._control.reach import _is_control, has_lr_variable
@@ -258,7 +259,8 @@ def _set_weights(self, weights):
     variables (see the package docstring, **Host reads and writes**).
     """
     parent = type(self).__mro__[1]
-    kept = [(v, _host_array(v)) for v in self.variables if _is_control(v)]
+    # Copies: on PyTorch a read may share the tensor's memory.
+    kept = [(v, np.array(_host_array(v))) for v in self.variables if _is_control(v)]
     parent.set_weights(self, weights)
     host_assign_many(kept)
 
