@@ -202,10 +202,10 @@ def _mirror(variable, array, owned=False):
     The train step only reads the control variables and Keras's checkpoints
     leave them out (see the package docstring): control writes them
     (`_assign_wholes`, which keeps the copy), and any other write through
-    Keras's `assign` drops the copy (`_ControlVariable`). Host reads of the
-    flags, scales and origin then cost no transfer from the device while
-    the copy stands (on JAX until the epoch's end, when Keras's trainer
-    assigns every variable from its state).
+    Keras's `assign` drops the copy, except Keras's JAX trainer assigning
+    back the step's outputs at an epoch's end (`_ControlVariable`). Host
+    reads of the flags, scales and origin then cost no transfer from the
+    device while the copy stands.
     """
     if not isinstance(array, np.ndarray) or (not owned and array.flags.writeable):
         # (TensorFlow's `numpy()` of a scalar is a NumPy scalar.)
