@@ -854,3 +854,69 @@ def test_numpy_values_left_by_control_meet_a_later_distribution(method):
     assert values_are_device_arrays(model)
     assert _control.current_lr(model.optimizer) == pytest.approx(0.05)
     _assert_mirrors_hold(model.optimizer)
+
+
+def _weights(opt):
+    return [np.array(ops.convert_to_numpy(v.value)) for v in opt.variables]
+
+
+def _keras_weights(opt):
+    return [w for v, w in zip(opt.variables, _weights(opt)) if not _control._is_control(v)]
+
+
+def test_optimizer_weights_pair_by_role_whenever_control_was_taken():
+    """Control taken before the optimizer is built (PyTorch always: it builds
+    at the first step, after `on_train_begin`) or after it lists the same
+    variables in the same order, Keras's first and control's last, so that
+    `set_weights` between optimizers pairs each value with its variable:
+    between two controlled ones, from a plain Keras optimizer (Keras's
+    variables only) and into one (a plain `set_weights` zips Keras's)."""
+    models = [_model(keras.optimizers.SGD(0.1, momentum=0.9)) for _ in range(3)]
+    before, after, plain = (m.optimizer for m in models)
+    _control.take_control(before, models[0])
+    for opt, model in zip((before, after, plain), models):
+        opt.build(model.trainable_variables)
+    _control.take_control(after, models[1])
+
+    def names(opt):
+        # (Layer names differ from model to model.)
+        return [(v.name.split("_")[-1], tuple(v.shape)) for v in opt.variables]
+
+    assert names(before) == names(after)
+    assert all(_control._is_control(v) for v in before.variables[-1:])
+    rng = np.random.default_rng(0)
+    for v in before.variables:
+        if not _control._is_control(v) and "float" in str(v.dtype):
+            v.assign(rng.normal(size=v.shape).astype("float32"))
+    source = _keras_weights(before)
+
+    after.set_weights(_weights(before))
+    for got, want in zip(_keras_weights(after), source, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+    plain.set_weights(_weights(before))
+    for got, want in zip(_weights(plain), source, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+    fresh = _model(keras.optimizers.SGD(0.1, momentum=0.9))
+    fresh.optimizer.build(fresh.trainable_variables)
+    _control.take_control(fresh.optimizer, fresh)
+    kept = [np.array(w) for v, w in zip(fresh.optimizer.variables, _weights(fresh.optimizer))
+            if _control._is_control(v)]
+    fresh.optimizer.set_weights(_weights(plain))
+    for got, want in zip(_keras_weights(fresh.optimizer), source, strict=True):
+        np.testing.assert_array_equal(got, want)
+    control = [w for v, w in zip(fresh.optimizer.variables, _weights(fresh.optimizer))
+               if _control._is_control(v)]
+    for got, want in zip(control, kept, strict=True):
+        np.testing.assert_array_equal(got, want)
+    # Into the optimizer whose control came first (in the middle of the
+    # variables Keras keeps).
+    for v in before.variables:
+        if not _control._is_control(v) and "float" in str(v.dtype):
+            v.assign(np.zeros(v.shape, "float32"))
+    before.set_weights(_weights(plain))
+    for got, want in zip(_keras_weights(before), source, strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="set_weights"):
+        fresh.optimizer.set_weights(_weights(plain)[:-1])

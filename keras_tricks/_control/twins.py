@@ -7,6 +7,7 @@ for every optimizer on the path it leaves the control variables out of the
 saved variables, under the original class name and config.
 """
 
+import inspect
 import math
 import threading
 import warnings
@@ -251,17 +252,61 @@ def _load_own_variables(self, store):
         variable.assign(store[str(i)])
 
 
+def _variables_property(base):
+    def getter(self):
+        listed = base.fget(self)
+        # The order, for this many variables (an optimizer's variables are
+        # only ever appended): Keras's JAX trainer asks 3 times an epoch.
+        count = len(listed)
+        cached = vars(self).get("_kt_order")
+        if cached is None or cached[0] != count:
+            control = [i for i, v in enumerate(listed) if _is_control(v)]
+            order = None
+            if control != list(range(count - len(control), count)):
+                taken = set(control)
+                order = [i for i in range(count) if i not in taken] + control
+            cached = vars(self)["_kt_order"] = (count, order)
+        order = cached[1]
+        return listed if order is None else [listed[i] for i in order]
+
+    doc = (
+        "The optimizer's variables: Keras's in Keras's order, then the "
+        "control variables (`keras_tricks._control`), whether control was "
+        "taken before the optimizer was built or after."
+    )
+    return property(getter, doc=doc)
+
+
 def _set_weights(self, weights):
     """Keras's `set_weights`; the control variables keep control's values.
 
-    Weights copied from another optimizer's `variables` carry its control
-    state (its flags and origin, meaningless here); only control writes its
-    variables (see the package docstring, **Host reads and writes**).
+    ``weights``: one array for each of `variables` (as another controlled
+    optimizer lists them: its control values, meaningless here, are
+    skipped), or one for each of Keras's own variables (as a plain Keras
+    optimizer lists them). Only control writes its variables (see the
+    package docstring, **Host reads and writes**).
     """
     parent = type(self).__mro__[1]
+    if not self.built:
+        # Keras's own error.
+        return parent.set_weights(self, weights)
+    listed = self.variables
+    own = [v for v in listed if not _is_control(v)]
+    weights = list(weights)
+    if len(weights) == len(listed):
+        weights = [w for v, w in zip(listed, weights) if not _is_control(v)]
+    elif len(weights) != len(own):
+        raise ValueError(
+            f"`set_weights` of optimizer {self.name!r} expects {len(listed)} "
+            f"arrays (one for each of `optimizer.variables`) or {len(own)} "
+            "(one for each of Keras's own variables, as a plain Keras "
+            f"optimizer lists them). Received: {len(weights)} arrays."
+        )
     # Copies: on PyTorch a read may share the tensor's memory.
-    kept = [(v, np.array(_host_array(v))) for v in self.variables if _is_control(v)]
-    parent.set_weights(self, weights)
+    kept = [(v, np.array(_host_array(v))) for v in listed if _is_control(v)]
+    given = dict(zip(map(id, own), weights))
+    given.update((id(v), value) for v, value in kept)
+    parent.set_weights(self, [given[id(v)] for v in self._variables])
     host_assign_many(kept)
 
 
@@ -391,6 +436,9 @@ def _controlled_class(cls, base):
                 build=_build,
                 apply=_apply,
             )
+            listed = inspect.getattr_static(cls, "variables", None)
+            if isinstance(listed, property):
+                attrs["variables"] = _variables_property(listed)
             for name in _HYPER_NAMES:
                 attrs[name] = _hyper_property(name)
             if issubclass(cls, keras.optimizers.SGD):
