@@ -865,8 +865,9 @@ def _keras_weights(opt):
 
 
 def test_optimizer_weights_pair_by_role_whenever_control_was_taken():
-    """Control taken before the optimizer is built (PyTorch always: it builds
-    at the first step, after `on_train_begin`) or after it lists the same
+    """Control taken before the optimizer is built (TensorFlow's `fit`: it
+    builds in the first traced step, after `on_train_begin`) or after it
+    lists the same
     variables in the same order, Keras's first and control's last, so that
     `set_weights` between optimizers pairs each value with its variable:
     between two controlled ones, from a plain Keras optimizer (Keras's
@@ -920,3 +921,20 @@ def test_optimizer_weights_pair_by_role_whenever_control_was_taken():
         np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="set_weights"):
         fresh.optimizer.set_weights(_weights(plain)[:-1])
+
+
+def test_the_variable_order_follows_a_removed_lr_variable():
+    """Keras's LR setter removes the LR variable when a schedule replaces a
+    float LR; a build may then add as many variables as it removed: the
+    control variables must still come last."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.LayerNormalization(center=False)])
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
+    opt = model.optimizer
+    _control.take_control(opt, model)
+    count = len(opt.variables)
+    opt.learning_rate = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)
+    opt.build(model.trainable_variables)
+    assert len(opt.variables) == count
+    control = [_control._is_control(v) for v in opt.variables]
+    assert control == sorted(control)
+    assert control[-1]

@@ -255,18 +255,25 @@ def _load_own_variables(self, store):
 def _variables_property(base):
     def getter(self):
         listed = base.fget(self)
-        # The order, for this many variables (an optimizer's variables are
-        # only ever appended): Keras's JAX trainer asks 3 times an epoch.
+        # The order, cached (Keras's JAX trainer asks 3 times an epoch) for
+        # as many variables with the control variables where they were:
+        # control variables are never removed, but Keras's LR setter removes
+        # the LR variable (a schedule replacing a float LR), and a build may
+        # then add as many as it removed.
         count = len(listed)
         cached = vars(self).get("_kt_order")
-        if cached is None or cached[0] != count:
+        if (
+            cached is None
+            or cached[0] != count
+            or not all(_is_control(listed[i]) for i in cached[1])
+        ):
             control = [i for i, v in enumerate(listed) if _is_control(v)]
             order = None
             if control != list(range(count - len(control), count)):
                 taken = set(control)
                 order = [i for i in range(count) if i not in taken] + control
-            cached = vars(self)["_kt_order"] = (count, order)
-        order = cached[1]
+            cached = vars(self)["_kt_order"] = (count, tuple(control), order)
+        order = cached[2]
         return listed if order is None else [listed[i] for i in order]
 
     doc = (
